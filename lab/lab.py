@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""The local estate: the AWS emulator, a PostgreSQL server and a podman network.
+
+    lab.py up       start what is missing (idempotent), print the environment to use
+    lab.py status   say what runs, exit 1 if something is down
+    lab.py down     remove everything the lab created, and nothing else
+    lab.py env      print the shell exports that point AWS clients at the emulator
+
+The playbooks never learn that this is not AWS: they only see AWS_ENDPOINT_URL and
+dummy credentials, exported by `lab.py env`. The EC2 instances of the `local`
+environment are podman containers that playbooks/lab_instances.yml starts, one per
+instance in the emulator, labelled so that `down` finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("LAB_STATE_DIR", ROOT / ".lab"))
+MOTO_PORT = int(os.environ.get("LAB_MOTO_PORT", "4566"))
+PG_PORT = int(os.environ.get("LAB_PG_PORT", "55432"))
+NETWORK = os.environ.get("LAB_NETWORK", "chatmrpt-lab")
+SUBNET = os.environ.get("LAB_SUBNET", "10.213.7.0/24")
+REGION = os.environ.get("LAB_REGION", "us-east-2")
+LABEL = "io.chatmrpt.lab"  # every container the lab or its playbooks start carries it
+PG_BIN = Path(os.environ.get("LAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_SUPERUSER = "chatmrpt_master"  # stands in for the RDS master user
+VENV_BIN = Path(sys.executable).parent
+CONTAINERS_CONF = str(ROOT / "lab" / "containers.conf")
+
+
+def log(message: str) -> None:
+    print(f"lab: {message}", flush=True)
+
+
+def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CONTAINERS_CONF": CONTAINERS_CONF}
+    return subprocess.run(args, check=check, text=True, capture_output=True, env=env, **kwargs)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"lab: {what} did not come up within {timeout:.0f}s (logs in {STATE})")
+
+
+def pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+# --- the AWS emulator ------------------------------------------------------------------
+
+def moto_up() -> None:
+    pidfile = STATE / "moto.pid"
+    if pid_alive(pidfile) and port_open(MOTO_PORT):
+        return
+    if port_open(MOTO_PORT):
+        raise SystemExit(f"lab: port {MOTO_PORT} is taken by another program; set LAB_MOTO_PORT")
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    # Bound to all interfaces so that the containers reach it as host.containers.internal
+    # (a service bound to 127.0.0.1 is invisible from a podman bridge network).
+    with open(STATE / "moto.log", "ab") as logfile:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
+            stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    pidfile.write_text(str(proc.pid))
+    wait_for(lambda: port_open(MOTO_PORT), "the AWS emulator")
+    log(f"AWS emulator listening on port {MOTO_PORT}")
+
+
+# --- PostgreSQL, the stand-in for RDS -----------------------------------------------------
+
+def pg_data() -> Path:
+    return STATE / "pg" / "data"
+
+
+def as_postgres(*args: str) -> subprocess.CompletedProcess:
+    if os.geteuid() == 0:
+        args = ("runuser", "-u", "postgres", "--", *args)
+    return run(*args)
+
+
+def pg_up() -> None:
+    data = pg_data()
+    password_file = STATE / "pg" / "master-password"
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(secrets.token_urlsafe(24))
+        password_file.chmod(0o600)
+        if os.geteuid() == 0:
+            postgres = pwd.getpwnam("postgres")
+            for path in (STATE / "pg", data):
+                os.chown(path, postgres.pw_uid, postgres.pw_gid)
+            os.chown(password_file, postgres.pw_uid, postgres.pw_gid)
+        as_postgres(
+            str(PG_BIN / "initdb"), "-D", str(data), "-U", PG_SUPERUSER, "--auth=scram-sha-256",
+            f"--pwfile={password_file}", "--encoding=UTF8", "--locale=C.UTF-8",
+        )
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write(f"listen_addresses = '*'\nport = {PG_PORT}\nunix_socket_directories = '{data}'\n")
+        with open(data / "pg_hba.conf", "w") as hba:
+            hba.write(
+                "# local estate: password logins from this host and the lab network only\n"
+                "local all all scram-sha-256\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+                f"host all all {SUBNET} scram-sha-256\n"
+            )
+    if port_open(PG_PORT):
+        return
+    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(STATE / "pg" / "server.log"), "-w", "start")
+    log(f"PostgreSQL listening on port {PG_PORT}")
+
+
+def pg_down() -> None:
+    if (pg_data() / "postmaster.pid").exists():
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(pg_data()), "-m", "fast", "-w", "stop")
+
+
+# --- podman network and base image ---------------------------------------------------------
+
+def network_up() -> None:
+    if run("podman", "network", "exists", NETWORK, check=False).returncode != 0:
+        run("podman", "network", "create", "--subnet", SUBNET, "--label", f"{LABEL}=true", NETWORK)
+        log(f"podman network {NETWORK} ({SUBNET}) created")
+
+
+def image_up() -> None:
+    subprocess.run([str(ROOT / "lab" / "image" / "build.sh")], check=True,
+                   env={**os.environ, "CONTAINERS_CONF": CONTAINERS_CONF})
+
+
+def lab_containers() -> list[str]:
+    out = run("podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout
+    return out.split()
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def environment() -> dict[str, str]:
+    return {
+        "CONTAINERS_CONF": CONTAINERS_CONF,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+        "CHATMRPT_LAB_STATE_DIR": str(STATE),
+    }
+
+
+def cmd_up() -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    image_up()
+    network_up()
+    moto_up()
+    pg_up()
+    facts = {
+        "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER,
+        "pg_master_password_file": str(STATE / "pg" / "master-password"),
+        "network": NETWORK, "subnet": SUBNET, "label": LABEL,
+    }
+    (STATE / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
+    log("up")
+    return 0
+
+
+def cmd_status() -> int:
+    checks = {
+        "AWS emulator": pid_alive(STATE / "moto.pid") is not None and port_open(MOTO_PORT),
+        "PostgreSQL": port_open(PG_PORT),
+        "podman network": run("podman", "network", "exists", NETWORK, check=False).returncode == 0,
+    }
+    for name, ok in checks.items():
+        print(f"{name:16} {'up' if ok else 'down'}")
+    containers = run("podman", "ps", "-a", "--filter", f"label={LABEL}",
+                     "--format", "{{.Names}} {{.Status}}").stdout.strip()
+    print("instances        " + (containers.replace("\n", "\n                 ") or "none"))
+    return 0 if all(checks.values()) else 1
+
+
+def cmd_down() -> int:
+    for name in lab_containers():
+        run("podman", "rm", "-f", "-t", "5", name, check=False)
+    if run("podman", "network", "exists", NETWORK, check=False).returncode == 0:
+        run("podman", "network", "rm", "-f", NETWORK, check=False)
+    pid = pid_alive(STATE / "moto.pid")
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+    pg_down()
+    shutil.rmtree(STATE, ignore_errors=True)
+    log("down: containers, network, emulator, PostgreSQL and state removed")
+    return 0
+
+
+def cmd_env() -> int:
+    for key, value in environment().items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "env": cmd_env}
+    if len(argv) != 2 or argv[1] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[argv[1]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

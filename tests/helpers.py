@@ -1,0 +1,87 @@
+"""Shared helpers of the test suite: run Ansible the way an operator does, read its recap."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+CONTAINERS_CONF = str(ROOT / "lab" / "containers.conf")
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)", re.M,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment of an Ansible run from the project root, with the venv first on PATH."""
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        "CONTAINERS_CONF": CONTAINERS_CONF,
+        "ANSIBLE_FORCE_COLOR": "false",
+        "ANSIBLE_NOCOLOR": "true",
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+        "ANSIBLE_CALLBACKS_ENABLED": "",  # keep the recap plain
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        return {
+            m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+            for m in RECAP.finditer(self.output)
+        }
+
+    @property
+    def changed(self) -> int:
+        return sum(host["changed"] for host in self.recap.values())
+
+    def changed_tasks(self) -> list[str]:
+        """Names of the tasks that reported a change (for readable assertion messages)."""
+        tasks, current = [], None
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                current = line[6:line.rfind("]")]
+            elif line.startswith("changed:") and current:
+                tasks.append(current)
+        return tasks
+
+
+def run_playbook(playbook: str, inventory: str = "local", *args: str,
+                 env: dict[str, str] | None = None, timeout: int = 1800) -> PlaybookRun:
+    """ansible-playbook from the project root; `inventory` is a directory under inventories/."""
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", f"inventories/{inventory}", f"playbooks/{playbook}", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env or base_env(), capture_output=True, text=True, timeout=timeout)
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
