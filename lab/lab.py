@@ -31,9 +31,11 @@ STATE = Path(os.environ.get("LAB_STATE_DIR", ROOT / ".lab"))
 MOTO_PORT = int(os.environ.get("LAB_MOTO_PORT", "4566"))
 PG_PORT = int(os.environ.get("LAB_PG_PORT", "55432"))
 NETWORK = os.environ.get("LAB_NETWORK", "chatmrpt-lab")
-SUBNET = os.environ.get("LAB_SUBNET", "10.213.7.0/24")
+# The local environment's VPC has this CIDR too, so each container gets the private IP
+# that the emulator gave its instance.
+SUBNET = os.environ.get("LAB_SUBNET", "10.213.0.0/16")
 REGION = os.environ.get("LAB_REGION", "us-east-2")
-LABEL = "io.chatmrpt.lab"  # every container the lab or its playbooks start carries it
+LABEL = "io.chatmrpt.lab"  # every container of the lab carries it, with the lab name as value
 PG_BIN = Path(os.environ.get("LAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SUPERUSER = "chatmrpt_master"  # stands in for the RDS master user
 VENV_BIN = Path(sys.executable).parent
@@ -142,11 +144,26 @@ def pg_down() -> None:
         as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(pg_data()), "-m", "fast", "-w", "stop")
 
 
+def register_database() -> None:
+    """Record the RDS stand-in's master password where the estate expects RDS's: in SSM."""
+    import boto3  # the venv has it; imported late so `lab.py down` works without it
+
+    ssm = boto3.client("ssm", region_name=REGION, endpoint_url=f"http://127.0.0.1:{MOTO_PORT}",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    name = "/chatmrpt/local/database/master-password"
+    try:
+        ssm.get_parameter(Name=name)
+    except ssm.exceptions.ParameterNotFound:
+        password = (STATE / "pg" / "master-password").read_text().strip()
+        ssm.put_parameter(Name=name, Value=password, Type="SecureString",
+                          Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
+
+
 # --- podman network and base image ---------------------------------------------------------
 
 def network_up() -> None:
     if run("podman", "network", "exists", NETWORK, check=False).returncode != 0:
-        run("podman", "network", "create", "--subnet", SUBNET, "--label", f"{LABEL}=true", NETWORK)
+        run("podman", "network", "create", "--subnet", SUBNET, "--label", f"{LABEL}={NETWORK}", NETWORK)
         log(f"podman network {NETWORK} ({SUBNET}) created")
 
 
@@ -156,7 +173,7 @@ def image_up() -> None:
 
 
 def lab_containers() -> list[str]:
-    out = run("podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout
+    out = run("podman", "ps", "-a", "--filter", f"label={LABEL}={NETWORK}", "--format", "{{.Names}}").stdout
     return out.split()
 
 
@@ -167,7 +184,7 @@ def environment() -> dict[str, str]:
         "CONTAINERS_CONF": CONTAINERS_CONF,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{MOTO_PORT}",
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
@@ -181,10 +198,11 @@ def cmd_up() -> int:
     network_up()
     moto_up()
     pg_up()
+    register_database()
     facts = {
         "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER,
         "pg_master_password_file": str(STATE / "pg" / "master-password"),
-        "network": NETWORK, "subnet": SUBNET, "label": LABEL,
+        "network": NETWORK, "subnet": SUBNET, "label": LABEL, "name": NETWORK,
     }
     (STATE / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
     log("up")
@@ -199,7 +217,7 @@ def cmd_status() -> int:
     }
     for name, ok in checks.items():
         print(f"{name:16} {'up' if ok else 'down'}")
-    containers = run("podman", "ps", "-a", "--filter", f"label={LABEL}",
+    containers = run("podman", "ps", "-a", "--filter", f"label={LABEL}={NETWORK}",
                      "--format", "{{.Names}} {{.Status}}").stdout.strip()
     print("instances        " + (containers.replace("\n", "\n                 ") or "none"))
     return 0 if all(checks.values()) else 1

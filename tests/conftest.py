@@ -35,7 +35,7 @@ def aws_env(moto_endpoint):
     return base_env(
         AWS_ENDPOINT_URL=moto_endpoint,
         AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # pragma: allowlist secret
         AWS_DEFAULT_REGION="us-east-2",
         AWS_REGION="us-east-2",
     )

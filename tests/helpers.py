@@ -46,7 +46,6 @@ def base_env(**extra: str) -> dict[str, str]:
         "ANSIBLE_FORCE_COLOR": "false",
         "ANSIBLE_NOCOLOR": "true",
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
-        "ANSIBLE_CALLBACKS_ENABLED": "",  # keep the recap plain
     }
     env.update(extra)
     return env

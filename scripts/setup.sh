@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a Debian/Ubuntu machine, and nothing twice:
+# system packages, the pinned virtualenv, the collections check, the local base image.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. System packages: podman with runc (crun fails on hosts without CAP_SYS_RESOURCE),
+#    mmdebstrap for the base image, PostgreSQL (RDS stand-in and migration tests),
+#    HAProxy (the local load balancer), pgloader (migration benchmark baseline).
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs
+          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  # Only the binaries: the lab and the tests run their own PostgreSQL clusters.
+  as_root mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/chatmrpt.conf >/dev/null
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. The virtualenv with the pinned Python tools; rebuilt only when the lock changes.
+python="${PYTHON:-python3}"
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  || { echo "setup: Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 1; }
+lock_hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat .venv/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
+  say "creating .venv from requirements.txt"
+  "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements.txt
+  echo "$lock_hash" > .venv/.lock-hash
+fi
+
+# 3. The collections come with the pinned `ansible` package; check them against requirements.yml.
+.venv/bin/python scripts/check_collections.py >/dev/null
+
+# 4. The local base image (Debian 12 + systemd), rebuilt only when its recipe changes.
+CONTAINERS_CONF="$PWD/lab/containers.conf" lab/image/build.sh >/dev/null
+say "ready"
