@@ -49,3 +49,14 @@ def test_no_secrets_in_repository():
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)["results"]
     assert found == {}, json.dumps(found, indent=2)
+
+
+def test_no_scenario_or_role_opts_out_of_idempotence():
+    """Molecule skips tasks tagged molecule-idempotence-notest / notest: nothing may hide there."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("roles", "molecule", "playbooks")
+        for path in (ROOT / folder).rglob("*.yml")
+        if "notest" in path.read_text()
+    ]
+    assert offenders == []

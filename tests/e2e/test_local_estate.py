@@ -1,0 +1,65 @@
+"""The main job end to end, as a newcomer runs it: `make demo` twice on a clean lab, then
+`make lab-down`. Resets the local estate (the lab is a single, well-known instance)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+
+import pytest
+
+from helpers import ROOT, VENV_BIN, PlaybookRun, base_env
+
+pytestmark = pytest.mark.slow
+
+LAB = [str(VENV_BIN / "python"), "lab/lab.py"]
+
+
+def sh(*cmd: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def demo_runs():
+    sh(*LAB, "down")
+    first = sh("scripts/demo.sh")
+    second = sh("scripts/demo.sh") if first.returncode == 0 else first
+    yield first, second
+    sh(*LAB, "down")
+
+
+def test_first_run_converges(demo_runs):
+    first, _ = demo_runs
+    assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-4000:]
+
+
+def test_second_run_changes_nothing(demo_runs):
+    _, second = demo_runs
+    assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-4000:]
+    run = PlaybookRun(second.returncode, second.stdout)
+    assert run.recap, "no play recap in the second run"
+    assert run.changed == 0, f"second run changed: {run.changed_tasks()}"
+
+
+def test_summary_shows_the_app_answering(demo_runs):
+    _, second = demo_runs
+    answering = re.findall(r"instance i-\w+ .*: (http://\S+/health) -> HTTP 200, overall=healthy", second.stdout)
+    assert answering, second.stdout[-3000:]
+    assert "tear down: make lab-down" in second.stdout
+
+
+def test_lab_down_leaves_nothing(demo_runs):
+    assert sh(*LAB, "down").returncode == 0
+    containers = sh("podman", "ps", "-a", "--filter", "label=io.chatmrpt.lab", "--format", "{{.Names}}").stdout
+    assert containers.strip() == ""
+    assert sh("podman", "network", "exists", "chatmrpt-lab").returncode != 0
+    assert not port_open(4566) and not port_open(55432)
+    assert not (ROOT / ".lab").exists()
+    assert sh(*LAB, "status").returncode == 1
