@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The local estate: the AWS emulator, a PostgreSQL server and a podman network.
 
-    lab.py up       start what is missing (idempotent), print the environment to use
+    lab.py up       start what is missing (idempotent)
     lab.py status   say what runs, exit 1 if something is down
     lab.py down     remove everything the lab created, and nothing else
     lab.py env      print the shell exports that point AWS clients at the emulator
 
+HAProxy on 127.0.0.1:8080 stands in for the ALB and follows the target group.
 The playbooks never learn that this is not AWS: they only see AWS_ENDPOINT_URL and
 dummy credentials, exported by `lab.py env`. The EC2 instances of the `local`
 environment are podman containers that playbooks/lab_instances.yml starts, one per
@@ -36,6 +37,7 @@ NETWORK = os.environ.get("LAB_NETWORK", "chatmrpt-lab")
 SUBNET = os.environ.get("LAB_SUBNET", "10.213.0.0/16")
 REGION = os.environ.get("LAB_REGION", "us-east-2")
 LABEL = "io.chatmrpt.lab"  # every container of the lab carries it, with the lab name as value
+LB_PORT = int(os.environ.get("LAB_LB_PORT", "8080"))
 PG_BIN = Path(os.environ.get("LAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SUPERUSER = "chatmrpt_master"  # stands in for the RDS master user
 VENV_BIN = Path(sys.executable).parent
@@ -159,6 +161,27 @@ def register_database() -> None:
                           Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
 
 
+# --- HAProxy, the stand-in for the ALB ------------------------------------------------------
+
+def lb_up() -> None:
+    """HAProxy in master-worker mode; playbooks/lab_loadbalancer.yml writes its backends from
+    the target group and reloads it (SIGUSR2), so it follows registrations as the ALB does."""
+    config = STATE / "haproxy.cfg"
+    if not config.exists():
+        config.write_text(
+            "# Replaced by playbooks/lab_loadbalancer.yml from the target group.\n"
+            f"global\n  maxconn 256\n  stats socket {STATE}/haproxy.sock mode 600 level admin\n"
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n"
+            f"frontend app\n  bind 127.0.0.1:{LB_PORT}\n  default_backend app\n"
+            "backend app\n"
+        )
+    if pid_alive(STATE / "haproxy.pid"):
+        return
+    run("haproxy", "-W", "-D", "-p", str(STATE / "haproxy.pid"), "-f", str(config))
+    wait_for(lambda: port_open(LB_PORT), "HAProxy")
+    log(f"load balancer (HAProxy) listening on 127.0.0.1:{LB_PORT}")
+
+
 # --- podman network and base image ---------------------------------------------------------
 
 def network_up() -> None:
@@ -199,10 +222,12 @@ def cmd_up() -> int:
     moto_up()
     pg_up()
     register_database()
+    lb_up()
     facts = {
         "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER,
         "pg_master_password_file": str(STATE / "pg" / "master-password"),
         "network": NETWORK, "subnet": SUBNET, "label": LABEL, "name": NETWORK,
+        "lb_port": LB_PORT, "lb_config": str(STATE / "haproxy.cfg"), "lb_pidfile": str(STATE / "haproxy.pid"),
     }
     (STATE / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
     log("up")
@@ -213,6 +238,7 @@ def cmd_status() -> int:
     checks = {
         "AWS emulator": pid_alive(STATE / "moto.pid") is not None and port_open(MOTO_PORT),
         "PostgreSQL": port_open(PG_PORT),
+        "load balancer": pid_alive(STATE / "haproxy.pid") is not None and port_open(LB_PORT),
         "podman network": run("podman", "network", "exists", NETWORK, check=False).returncode == 0,
     }
     for name, ok in checks.items():
@@ -231,9 +257,12 @@ def cmd_down() -> int:
     pid = pid_alive(STATE / "moto.pid")
     if pid:
         os.killpg(pid, signal.SIGTERM)
+    pid = pid_alive(STATE / "haproxy.pid")
+    if pid:
+        os.kill(pid, signal.SIGTERM)
     pg_down()
     shutil.rmtree(STATE, ignore_errors=True)
-    log("down: containers, network, emulator, PostgreSQL and state removed")
+    log("down: containers, network, emulator, PostgreSQL, load balancer and state removed")
     return 0
 
 
