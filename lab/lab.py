@@ -85,7 +85,9 @@ def moto_up() -> None:
         return
     if port_open(MOTO_PORT):
         raise SystemExit(f"lab: port {MOTO_PORT} is taken by another program; set LAB_MOTO_PORT")
-    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    # Managed policies (CloudWatchAgentServerPolicy...) exist as in AWS; path-style S3 only, or
+    # moto reads `host.containers.internal` as a bucket name.
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
     # Bound to all interfaces so that the containers reach it as host.containers.internal
     # (a service bound to 127.0.0.1 is invisible from a podman bridge network).
     with open(STATE / "moto.log", "ab") as logfile:
@@ -195,6 +197,29 @@ def image_up() -> None:
                    env={**os.environ, "CONTAINERS_CONF": CONTAINERS_CONF})
 
 
+def sample_app_archive() -> None:
+    """The app the local estate deploys: tests/sample_app (ChatMRPT's shape, without its
+    GPU-sized requirements) as a release archive. Byte-for-byte reproducible, so the app
+    role sees the same release until the sample changes."""
+    import gzip
+    import io
+    import tarfile
+
+    source = ROOT / "tests" / "sample_app"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in source.rglob("*") if "__pycache__" not in p.parts):
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(source)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o755 if path.is_dir() else 0o644
+            with open(path, "rb") if path.is_file() else io.BytesIO() as data:
+                tar.addfile(info, data if path.is_file() else None)
+    archive = STATE / "sample-app.tar.gz"
+    content = gzip.compress(buffer.getvalue(), mtime=0)
+    if not archive.exists() or archive.read_bytes() != content:
+        archive.write_bytes(content)
+
+
 def lab_containers() -> list[str]:
     out = run("podman", "ps", "-a", "--filter", f"label={LABEL}={NETWORK}", "--format", "{{.Names}}").stdout
     return out.split()
@@ -212,12 +237,18 @@ def environment() -> dict[str, str]:
         "AWS_REGION": REGION,
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
         "CHATMRPT_LAB_STATE_DIR": str(STATE),
+        # Read by inventories/local: several labs can run side by side (tests, engineers).
+        "CHATMRPT_LAB_SUBNET": SUBNET,
+        "CHATMRPT_LAB_MOTO_PORT": str(MOTO_PORT),
+        "CHATMRPT_LAB_PG_PORT": str(PG_PORT),
+        "CHATMRPT_LAB_LB_PORT": str(LB_PORT),
     }
 
 
 def cmd_up() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     image_up()
+    sample_app_archive()
     network_up()
     moto_up()
     pg_up()

@@ -58,7 +58,11 @@ def main() -> int:
         print(f"instance {instance['InstanceId']} {name}: {url} -> {state}")
     if not instances:
         print("instances: none")
-    print("tear down: make lab-down  (removes the lab's containers, network, emulator and PostgreSQL)")
+    lb_url = f"http://127.0.0.1:{os.environ.get('CHATMRPT_LAB_LB_PORT', '8080')}/health"
+    lb_state = health(lb_url)
+    ok &= lb_state.startswith("HTTP 200") and "overall=healthy" in lb_state
+    print(f"the app through the load balancer: {lb_url} -> {lb_state}")
+    print("tear down: make lab-down  (removes the lab's containers, network, emulator, PostgreSQL and load balancer)")
     return 0 if ok else 1
 
 

@@ -136,7 +136,7 @@ class PgServer:
         for _attempt in range(5):
             self.port = _free_port()
             opts["port"] = str(self.port)
-            o = " ".join(f"-c {k}={v}" for k, v in opts.items())
+            o = self._opts = " ".join(f"-c {k}={v}" for k, v in opts.items())
             res = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-w",
                             "-t", "60", "-l", os.path.join(self.tmpdir, "server.log"),
                             "-o", o, "start", check=False)
@@ -164,8 +164,8 @@ class PgServer:
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-m", mode,
                   "-w", "stop", check=False)
         res = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-w", "-t",
-                        "60", "-l", os.path.join(self.tmpdir, "server.log"), "start",
-                        check=False)
+                        "60", "-l", os.path.join(self.tmpdir, "server.log"), "-o", self._opts,
+                        "start", check=False)
         if res.returncode != 0:
             raise RuntimeError(f"restart failed: {res.stderr}{self.log_tail()}")
 

@@ -7,8 +7,10 @@ import glob
 import hashlib
 import json
 import math
+import operator
 import os
 import re
+import shutil
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field
@@ -98,18 +100,34 @@ def open_ro(path: str) -> sqlite3.Connection:
 
 
 def take_snapshot(src: Source, workdir: str | None) -> str:
-    """Online-consistent copy of the source via the SQLite backup API."""
+    """Online-consistent copy of the source.
+
+    Rollback-journal databases (ChatMRPT's): the file is copied (``copy_file_range``/
+    ``sendfile``) inside a read transaction on the source, whose SHARED lock keeps any
+    writer from committing (writers wait on their busy timeout; readers go on) until the
+    copy is done, so the copy is a committed state.  WAL databases (committed pages may
+    still be in the ``-wal`` file): the SQLite backup API in one step.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f"chatmrpt-{src.schema}-", suffix=".db", dir=workdir)
     os.close(fd)
     s = open_ro(src.path)
     try:
-        d = sqlite3.connect(tmp)
-        try:
-            d.execute("PRAGMA journal_mode=OFF")
-            d.execute("PRAGMA synchronous=OFF")
-            s.backup(d)
-        finally:
-            d.close()
+        s.execute("BEGIN")
+        # first read takes the SHARED lock (and rolls back a hot journal if one exists)
+        s.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        with open(src.path, "rb") as f:
+            wal = f.read(20)[18:19] == b"\x02"     # file format version 2 = WAL
+        if wal:
+            d = sqlite3.connect(tmp)
+            try:
+                d.execute("PRAGMA journal_mode=OFF")
+                d.execute("PRAGMA synchronous=OFF")
+                s.backup(d)
+            finally:
+                d.close()
+        else:
+            shutil.copyfile(src.path, tmp)
+        s.execute("COMMIT")
     finally:
         s.close()
     src.snapshot = tmp
@@ -131,10 +149,11 @@ class Column:
     notnull: bool
     pk: int
     pg_type: str = "text"
-    conv: str | None = None      # load conversion (see loader.CONVERSIONS)
+    conv: str | None = None      # load conversion (see loader.column_plan)
     reason: str = ""
     classes: dict = field(default_factory=dict)
     identity: bool = False
+    nulls: int = 0
 
 
 @dataclass
@@ -228,11 +247,51 @@ def parse_ts(s: str) -> _dt.datetime | None:
     return v
 
 
+_fromiso = _dt.datetime.fromisoformat
+
+
 def ts_from_text(s: str) -> _dt.datetime:
-    v = parse_ts(s)
-    if v is None:
-        raise ValueError(f"not an ISO timestamp: {s[:40]!r}")
+    """Fast path used by the loader (C parser): naive UTC datetime.
+
+    The analysis only maps a column to timestamptz when every value passes both this
+    parser and the strict :func:`parse_ts` regex check; verification recomputes the
+    instants with :func:`parse_ts`, so the two parsers are checked against each other.
+    """
+    v = _fromiso(s)
+    if v.tzinfo is not None:
+        v = v.astimezone(UTC).replace(tzinfo=None)
     return v
+
+
+TS_PREFIX_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}.{0,25}", re.S)
+_tzinfo = operator.attrgetter("tzinfo")
+
+
+def ts_column_check(cursor) -> tuple[bool, bool]:
+    """(every value converts, some value carries a zone offset) for ``(value,)`` rows.
+
+    Same rules as SQL ``GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'`` and
+    ``length <= 35``; Python's C ISO parser (the loader's) must accept every value;
+    values longer than "YYYY-MM-DDTHH:MM:SS.ffffff" (26) must also match the strict
+    ISO_RE (it rejects more than 6 fractional digits, which fromisoformat would silently
+    truncate).  Runs as C-level ``map`` passes, no per-value Python code.
+    """
+    aware = False
+    rx = ISO_RE.match
+    while True:
+        rows = cursor.fetchmany(100_000)
+        if not rows:
+            return True, aware
+        (values,) = zip(*rows)
+        if not all(map(TS_PREFIX_RE.fullmatch, values)):
+            return False, False
+        try:
+            parsed = list(map(_fromiso, values))
+        except ValueError:
+            return False, False
+        if max(map(len, values)) > 26 and not all(rx(v) for v in values if len(v) > 26):
+            return False, False
+        aware = aware or any(map(_tzinfo, parsed))
 
 
 def _bad_constant(c):
@@ -293,6 +352,7 @@ def _introspect(con: sqlite3.Connection, src: Source, warn) -> Database:
                 for r in con.execute(f"PRAGMA table_info({qi(tname)})")]
         pk = [c.name for c in sorted((c for c in cols if c.pk), key=lambda c: c.pk)]
         t = Table(tname, cols, pk)
+        t.rows = con.execute(f"SELECT count(*) FROM {qi(tname)}").fetchone()[0]  # for ordering
         without_rowid = bool(sql and re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", sql, re.I))
         if len(pk) == 1 and not without_rowid:
             c = next(c for c in cols if c.name == pk[0])
@@ -355,48 +415,92 @@ def analyse(db: Database, warn, nul_check: bool = True) -> None:
     con = open_snapshot(db.source.snapshot or db.source.path)
     try:
         for t in db.tables:
-            _analyse_table(con, db, t, warn, nul_check)
-        for t in db.tables:
-            _check_keys(db, t, warn)
+            analyse_table(con, db.schema, t, warn, nul_check)
     finally:
         con.close()
+    check_foreign_keys(db, warn)
 
 
-def _analyse_table(con, db, t: Table, warn, nul_check: bool) -> None:
+TS_OK_SQL = ("CASE WHEN {q} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' "
+             "THEN length({q}) <= 35 ELSE 0 END")
+JSON_OK_SQL = "substr({q}, 1, 1) IN ('{{', '[')"
+SAMPLE = 64    # candidate pre-check on the first values, in SQL
+
+_EXPECT = {"INTEGER": "integer", "NUMERIC": "integer", "REAL": "real", "TEXT": "text",
+           "BLOB": "blob", "NONE": "text"}
+
+
+def analyse_table(con, schema: str, t: Table, warn, nul_check: bool) -> None:
+    """Choose the column types of one table (and check its primary key for NULLs).
+
+    One scan: count(*), per column count(c) and the number of values of the storage
+    class its declared affinity expects (``typeof(c) = '...'`` does not load the value),
+    and the rows with a NULL in the primary key.  Only columns where the counts differ
+    get a full per-class count.  All-text columns whose first values look like
+    timestamps/JSON are then checked completely (see :func:`ts_column_check`).
+    """
+    tn = qi(t.name)
     exprs = ["count(*)"]
     for c in t.columns:
         q = qi(c.name)
-        exprs += [f"sum(typeof({q})='integer')", f"sum(typeof({q})='real')",
-                  f"sum(typeof({q})='text')", f"sum(typeof({q})='blob')",
-                  f"min(CASE WHEN typeof({q})='integer' THEN {q} END)",
-                  f"max(CASE WHEN typeof({q})='integer' THEN {q} END)",
-                  f"sum(typeof({q})='text' AND {q} GLOB "
-                  "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*')",
-                  f"sum(typeof({q})='text' AND substr({q},1,1) IN ('{{','['))"]
-    r = con.execute(f"SELECT {', '.join(exprs)} FROM {qi(t.name)}").fetchone()
+        exprs += [f"count({q})", f"sum(typeof({q}) = '{_EXPECT[affinity(c.decl)]}')"]
+    exprs.append(("sum(" + " OR ".join(f"{qi(p)} IS NULL" for p in t.pk) + ")")
+                 if t.pk else "0")
+    r = con.execute(f"SELECT {', '.join(exprs)} FROM {tn}").fetchone()
     t.rows = r[0]
+    pk_nulls = r[-1] or 0
     for i, c in enumerate(t.columns):
-        ni, nr, nt, nb, imin, imax, nts, njs = (x or 0 if k < 4 or k > 5 else x
-                                                for k, x in enumerate(r[1 + 8 * i: 9 + 8 * i]))
-        c.classes = {k: v for k, v in (("integer", ni), ("real", nr), ("text", nt),
-                                       ("blob", nb)) if v}
-        nn = ni + nr + nt + nb
+        q = qi(c.name)
+        nn, nexp = r[1 + 2 * i] or 0, r[2 + 2 * i] or 0
+        if nn == nexp:
+            counts = {"integer": 0, "real": 0, "text": 0, "blob": 0}
+            counts[_EXPECT[affinity(c.decl)]] = nn
+        else:
+            counts = dict(zip(("integer", "real", "text", "blob"), con.execute(
+                f"SELECT sum(typeof({q})='integer'), sum(typeof({q})='real'), "
+                f"sum(typeof({q})='text'), sum(typeof({q})='blob') FROM {tn}").fetchone()))
+        ni, nr, nt, nb = (counts[k] or 0 for k in ("integer", "real", "text", "blob"))
+        c.classes = {k: v for k, v in counts.items() if v}
+        c.nulls = t.rows - nn
+        imin = imax = None
+        if ni and (nr or _bool_like(c)):
+            imin, imax = con.execute(
+                f"SELECT min({q}), max({q}) FROM {tn} WHERE typeof({q}) = 'integer'").fetchone()
+        ts = js = None
+        if nt and nt == nn and not c.identity:
+            sample = f"(SELECT {q} AS v FROM {tn} WHERE {q} IS NOT NULL LIMIT {SAMPLE})"
+            values = f"SELECT {q} FROM {tn} WHERE {q} IS NOT NULL"
+            if not con.execute(f"SELECT 1 FROM {sample} WHERE NOT "
+                               f"({TS_OK_SQL.format(q='v')}) LIMIT 1").fetchone():
+                ts = ts_column_check(con.execute(values))
+            elif not con.execute(f"SELECT 1 FROM {sample} WHERE NOT "
+                                 f"({JSON_OK_SQL.format(q='v')}) LIMIT 1").fetchone():
+                js = all(v[:1] in ("{", "[") and json_ok(v)
+                         for (v,) in con.execute(values))
         has_nul = False
         if nul_check and nt:
             has_nul = bool(con.execute(
-                f"SELECT 1 FROM {qi(t.name)} WHERE typeof({qi(c.name)})='text' "
-                f"AND instr({qi(c.name)}, char(0)) > 0 LIMIT 1").fetchone())
-        _decide(con, t, c, nn, ni, nr, nt, nb, imin, imax, nts, njs, has_nul)
+                f"SELECT 1 FROM {tn} WHERE typeof({q})='text' "
+                f"AND instr({q}, char(0)) > 0 LIMIT 1").fetchone())
+        _decide(c, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul)
         if c.reason.startswith("mixed") or c.conv == "utf8":
             t.warnings.append(f"column {c.name}: {c.reason}")
-            warn(f"{db.schema}.{t.name}.{c.name}: {c.reason}")
+            warn(f"{schema}.{t.name}.{c.name}: {c.reason}")
+    if pk_nulls:
+        t.pk_skipped = f"{pk_nulls} rows with NULL in primary key -> unique index instead"
+        t.indexes.insert(0, Index(pg_name(f"{t.name}_pkey"), list(t.pk),
+                                  [False] * len(t.pk), True, False))
+        t.warnings.append(t.pk_skipped)
+        warn(f"{schema}.{t.name}: {t.pk_skipped}")
 
 
 def _bool_like(c: Column) -> bool:
     return "BOOL" in c.decl.upper() or bool(BOOL_NAME_RE.match(c.name))
 
 
-def _decide(con, t, c: Column, nn, ni, nr, nt, nb, imin, imax, nts, njs, has_nul) -> None:
+def _decide(c: Column, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul) -> None:
+    """``ts``: None (not a candidate) or (all convert, some have a zone); ``js``: None
+    or all values are JSON objects/arrays jsonb accepts."""
     aff = affinity(c.decl)
     du = c.decl.upper()
     if nn == 0:  # no data: declared type decides
@@ -457,19 +561,14 @@ def _decide(con, t, c: Column, nn, ni, nr, nt, nb, imin, imax, nts, njs, has_nul
         c.pg_type, c.conv = "bytea", "utf8"
         c.reason = "TEXT containing NUL bytes -> bytea (UTF-8 bytes, lossless)"
         return
-    col = qi(c.name)
-    if nts == nn:
-        ok = all(parse_ts(v) is not None for (v,) in con.execute(
-            f"SELECT {col} FROM {qi(t.name)} WHERE {col} IS NOT NULL"))
-        if ok:
-            c.pg_type, c.conv = "timestamptz", "ts"
+    if ts is not None:
+        if ts[0]:
+            c.pg_type, c.conv = "timestamptz", "ts" if ts[1] else "ts_naive"
             c.reason = "every value is ISO-8601 (zone-less = UTC)"
             return
         c.reason = "ISO-8601-like text but not every value converts -> text"
-    elif njs == nn:
-        ok = all(json_ok(v) for (v,) in con.execute(
-            f"SELECT {col} FROM {qi(t.name)} WHERE {col} IS NOT NULL"))
-        if ok:
+    elif js is not None:
+        if js:
             c.pg_type, c.conv = "jsonb", "json"
             c.reason = "every value is a JSON object/array"
             return
@@ -478,46 +577,35 @@ def _decide(con, t, c: Column, nn, ni, nr, nt, nb, imin, imax, nts, njs, has_nul
     c.reason = c.reason or "all values TEXT"
 
 
-def recheck_nul(db: Database, t: Table, warn) -> bool:
+def recheck_nul(con, schema: str, t: Table, warn) -> bool:
     """Find text columns with NUL bytes (after PostgreSQL refused them); remap to bytea."""
-    con = open_snapshot(db.source.snapshot or db.source.path)
     changed = False
-    try:
-        for c in t.columns:
-            if c.pg_type not in ("text",) or not c.classes.get("text"):
-                continue
-            q = qi(c.name)
-            if con.execute(f"SELECT 1 FROM {qi(t.name)} WHERE typeof({q})='text' AND "
-                           f"instr({q}, char(0)) > 0 LIMIT 1").fetchone():
-                if c.conv == "mixed_text":
-                    c.pg_type, c.conv = "bytea", "mixed_bytea"
-                    c.reason = f"mixed storage classes {sorted(c.classes)} and NUL bytes -> bytea"
-                else:
-                    c.pg_type, c.conv = "bytea", "utf8"
-                    c.reason = "TEXT containing NUL bytes -> bytea (UTF-8 bytes, lossless)"
-                t.warnings.append(f"column {c.name}: {c.reason}")
-                warn(f"{db.schema}.{t.name}.{c.name}: {c.reason}")
-                changed = True
-    finally:
-        con.close()
+    for c in t.columns:
+        if c.pg_type not in ("text",) or not c.classes.get("text"):
+            continue
+        q = qi(c.name)
+        if con.execute(f"SELECT 1 FROM {qi(t.name)} WHERE typeof({q})='text' AND "
+                       f"instr({q}, char(0)) > 0 LIMIT 1").fetchone():
+            if c.conv == "mixed_text":
+                c.pg_type, c.conv = "bytea", "mixed_bytea"
+                c.reason = f"mixed storage classes {sorted(c.classes)} and NUL bytes -> bytea"
+            else:
+                c.pg_type, c.conv = "bytea", "utf8"
+                c.reason = "TEXT containing NUL bytes -> bytea (UTF-8 bytes, lossless)"
+            t.warnings.append(f"column {c.name}: {c.reason}")
+            warn(f"{schema}.{t.name}.{c.name}: {c.reason}")
+            changed = True
     return changed
 
 
-def _check_keys(db: Database, t: Table, warn) -> None:
+def check_foreign_keys(db: Database, warn) -> None:
+    """Skip (with a warning) foreign keys PostgreSQL cannot have after type mapping."""
+    for t in db.tables:
+        _check_fks(db, t, warn)
+
+
+def _check_fks(db: Database, t: Table, warn) -> None:
     cols = {c.name: c for c in t.columns}
-    if t.pk and t.rows:
-        con = open_snapshot(db.source.snapshot or db.source.path)
-        try:
-            cond = " OR ".join(f"{qi(p)} IS NULL" for p in t.pk)
-            n = con.execute(f"SELECT count(*) FROM {qi(t.name)} WHERE {cond}").fetchone()[0]
-        finally:
-            con.close()
-        if n:
-            t.pk_skipped = f"{n} rows with NULL in primary key -> unique index instead"
-            t.indexes.insert(0, Index(pg_name(f"{t.name}_pkey"), list(t.pk),
-                                      [False] * len(t.pk), True, False))
-            t.warnings.append(t.pk_skipped)
-            warn(f"{db.schema}.{t.name}: {t.pk_skipped}")
     for fk in t.fks:
         if fk.skipped:
             continue

@@ -23,11 +23,26 @@ import hashlib
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
-from .loader import _mixed_bytea, _mixed_text, connect
-from .source import EPOCH, Database, Table, json_canon, open_snapshot, parse_ts, qi
+from .loader import connect
+from .source import (EPOCH, Database, Table, json_canon, open_snapshot, parse_ts, qi,
+                     ts_from_text)
 
 _MICRO = __import__("datetime").timedelta(microseconds=1)
 PG_TYPE_NAMES = {"timestamptz": "timestamp with time zone"}
+
+
+def _mixed_text(v):
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _mixed_bytea(v):
+    if isinstance(v, bytes):
+        return v
+    return _mixed_text(v).encode("utf-8")
 
 
 def _f8(v):
@@ -35,7 +50,11 @@ def _f8(v):
 
 
 def _ts(v):
-    return str((parse_ts(v) - EPOCH) // _MICRO)
+    # independent strict parser; values only Python's ISO parser accepts use that one
+    d = parse_ts(v)
+    if d is None:
+        d = ts_from_text(v)
+    return str((d - EPOCH) // _MICRO)
 
 
 def _txt(v):

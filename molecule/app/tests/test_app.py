@@ -1,0 +1,288 @@
+"""Behaviour of role `app` with the sample app: what an operator would check.
+
+Runs after converge, idempotence and check (Molecule's verify). The later tests change
+the host (new releases committed to the sample repository, deploy, rollback), in file
+order; each leaves the host healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+SCENARIO = Path(__file__).resolve().parent.parent
+ROOT = SCENARIO.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import PlaybookRun, base_env  # noqa: E402
+
+NAME = "chatmrpt-mol-app"
+USER = "ec2-user"
+APP = "/home/ec2-user/ChatMRPT"
+VENV = "/home/ec2-user/chatmrpt_env"
+RELEASES = "/home/ec2-user/chatmrpt_releases"
+SHARED = "/home/ec2-user/chatmrpt_shared"
+WORK = "/srv/sample-work"
+WORKERS = 3
+ENV = base_env(
+    ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+    CONTAINERS_CONF=str(ROOT / "lab" / "containers.conf"),
+)
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], env=ENV, capture_output=True, text=True, check=check, timeout=300)
+
+
+def http(host, path: str, method: str = "GET") -> tuple[int, dict]:
+    """A request from inside the container: (status, parsed JSON body)."""
+    script = (
+        "import sys, urllib.request\n"
+        "req = urllib.request.Request('http://127.0.0.1:8000' + sys.argv[1], method=sys.argv[2],"
+        " data=b'hello' if sys.argv[2] == 'POST' else None)\n"
+        "with urllib.request.urlopen(req, timeout=10) as r:\n"
+        "    print(r.status); print(r.read().decode())\n"
+    )
+    out = host.check_output("python3 -c %s %s %s", script, path, method)
+    status, body = out.split("\n", 1)
+    return int(status), json.loads(body)
+
+
+def main_pid(host) -> int:
+    return int(host.check_output("systemctl show --property MainPID --value chatmrpt"))
+
+
+def workers(host) -> list[int]:
+    pid = main_pid(host)
+    return [int(p) for p in host.check_output(f"cat /proc/{pid}/task/{pid}/children").split()]
+
+
+def playbook(name: str, *args: str) -> PlaybookRun:
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", f"{NAME},", "-c", "containers.podman.podman",
+           str(SCENARIO / name), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def commit(host, message: str, script: str) -> str:
+    """Change the sample app's work tree, commit and push to the repository the role uses."""
+    host.check_output(f"cd {WORK} && {script} && git add -A && git commit -q -m '{message}' && git push -q origin HEAD:main")
+    return host.check_output(f"git -C {WORK} rev-parse HEAD")[:12]
+
+
+class Load:
+    """Requests from inside the container (tests/load.py) while something else happens."""
+
+    def __init__(self, host, minimum: int = 200):
+        self.host = host
+        self.stop_file = f"/tmp/stop-{time.monotonic_ns()}"
+        podman("cp", str(Path(__file__).with_name("load.py")), f"{NAME}:/tmp/load.py")
+        self.proc = subprocess.Popen(
+            ["podman", "exec", NAME, "python3", "/tmp/load.py", "--stop-file", self.stop_file, "--min", str(minimum)],
+            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+
+    def finish(self) -> dict:
+        time.sleep(1)
+        self.host.check_output(f"touch {self.stop_file}")
+        out, err = self.proc.communicate(timeout=300)
+        assert self.proc.returncode == 0, err
+        return json.loads(out)
+
+
+def test_service_enabled_and_running(host):
+    service = host.service("chatmrpt")
+    assert service.is_enabled
+    assert service.is_running
+
+
+def test_gunicorn_listens_on_8000_as_ec2_user(host):
+    assert host.socket("tcp://0.0.0.0:8000").is_listening
+    pid = main_pid(host)
+    assert host.check_output(f"stat -c %U /proc/{pid}") == USER
+    assert "gunicorn" in host.file(f"/proc/{pid}/cmdline").content_string
+
+
+def test_unit_reads_the_environment_file_and_restarts(host):
+    unit = host.check_output("systemctl cat chatmrpt")
+    assert f"EnvironmentFile={SHARED}/.env" in unit
+    assert "Restart=always" in unit
+    assert "RestartSec=10" in unit
+    assert "ExecReload=/bin/kill -s HUP $MAINPID" in unit
+    assert host.check_output("systemctl show --property Restart --value chatmrpt") == "always"
+
+
+def test_env_file_is_private_and_reaches_gunicorn(host):
+    env = host.file(f"{SHARED}/.env")
+    assert env.user == USER
+    assert env.mode == 0o600
+    assert host.file(f"{APP}/.env").linked_to == f"{SHARED}/.env"
+    assert 'SECRET_KEY="molecule-secret-key"' in env.content_string
+    assert f'GUNICORN_WORKERS="{WORKERS}"' in env.content_string
+    # The hand-written unit's defect: .env never reached gunicorn's own environment.
+    environ = host.check_output(f"tr '\\0' '\\n' < /proc/{main_pid(host)}/environ")
+    assert f"GUNICORN_WORKERS={WORKERS}" in environ.splitlines()
+    assert "LOG_LEVEL=INFO" in environ.splitlines()
+
+
+def test_instance_is_persistent_and_holds_the_logs(host):
+    assert host.file(f"{APP}").is_symlink
+    assert host.file(f"{APP}/instance").linked_to == f"{SHARED}/instance"
+    for path in (f"{SHARED}/instance", f"{SHARED}/instance/logs"):
+        directory = host.file(path)
+        assert directory.is_directory and directory.user == USER
+    http(host, "/ping")
+    time.sleep(0.5)
+    assert "GET /ping" in host.file(f"{SHARED}/instance/logs/gunicorn-access.log").content_string
+    assert "Booting worker" in host.file(f"{SHARED}/instance/logs/gunicorn-error.log").content_string
+
+
+def test_health_and_ping(host):
+    status, body = http(host, "/health")
+    assert status == 200
+    assert body["overall"] == "healthy", body
+    assert http(host, "/ping") == (200, {"status": "ok"})
+
+
+def test_worker_count_matches_the_setting(host):
+    assert len(workers(host)) == WORKERS
+
+
+def test_requests_write_the_sqlite_databases(host):
+    for path in ("/api/sessions", "/api/users", "/api/survey", "/api/prepost"):
+        assert http(host, path, "POST")[0] == 201
+    _, stats = http(host, "/api/stats")
+    assert stats["interactions.db"]["sessions"] >= 1
+    assert stats["interactions.db"]["messages"] >= 1
+    assert stats["users.db"]["users"] >= 1
+    assert stats["survey.db"]["survey_responses"] >= 1
+    assert stats["prepost_test.db"]["prepost_participants"] >= 1
+    for db in ("interactions.db", "users.db", "survey.db", "prepost_test.db"):
+        assert host.file(f"{SHARED}/instance/{db}").user == USER
+
+
+def test_graceful_reload_under_load_loses_no_request(host):
+    before = set(workers(host))
+    load = Load(host)
+    host.check_output("systemctl reload chatmrpt")
+    deadline = time.monotonic() + 60
+    while set(workers(host)) & before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    result = load.finish()
+    assert result["failed"] == 0, result
+    assert result["ok"] >= 200
+    assert not set(workers(host)) & before, "the old workers are still running"
+    assert set(result["pids"]) & before and set(result["pids"]) - before, f"the load did not span the reload: {result}"
+
+
+def test_crashed_gunicorn_is_back_within_15_seconds(host):
+    old = main_pid(host)
+    host.check_output(f"kill -9 {old}")
+    start = time.monotonic()
+    while time.monotonic() - start < 30:
+        if host.run("python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ping', timeout=2)\"").rc == 0 \
+                and main_pid(host) not in (0, old):
+            break
+        time.sleep(0.5)
+    elapsed = time.monotonic() - start
+    assert elapsed < 15, f"gunicorn served again only after {elapsed:.1f} s"
+    assert main_pid(host) != old
+
+
+def test_deploy_of_a_new_release_loses_no_request(host):
+    _, stats_before = http(host, "/api/stats")
+    release = commit(host, "release 2.0.0", "echo 2.0.0 > VERSION")
+    load = Load(host)
+    run = playbook("deploy.yml")
+    result = load.finish()
+    assert run.returncode == 0, run.output[-3000:]
+    assert result["failed"] == 0, result
+    assert result["sequence"][-1] == "2.0.0" and "1.0.0" in result["sequence"], result
+    assert http(host, "/version")[1]["version"] == "2.0.0"
+    assert host.file(APP).linked_to == f"{RELEASES}/{release}"
+    # The persistent data survived the switch.
+    _, stats_after = http(host, "/api/stats")
+    assert stats_after["interactions.db"]["sessions"] >= stats_before["interactions.db"]["sessions"] >= 1
+
+
+def test_degraded_release_fails_the_health_gate_and_rollback_restores(host):
+    release_2 = host.file(APP).linked_to
+    commit(host, "release 3.0.0, degraded", "echo 3.0.0 > VERSION && touch DEGRADED")
+    run = playbook("deploy.yml")
+    assert run.returncode != 0
+    assert run.recap[NAME]["failed"] == 1
+    assert "overall=degraded" in run.output
+    # The health response itself is in the message.
+    assert "DEGRADED exists" in run.output and '"overall":"degraded"' in run.output.replace(" ", "")
+    assert http(host, "/health")[1]["overall"] == "degraded"
+    # One step back, under load: the previous release (2.0.0) again.
+    load = Load(host, minimum=50)
+    back = playbook("rollback.yml")
+    result = load.finish()
+    assert back.returncode == 0, back.output[-3000:]
+    assert result["failed"] == 0, result
+    assert host.file(APP).linked_to == release_2
+    status, body = http(host, "/health")
+    assert (status, body["overall"], body["version"]) == (200, "healthy", "2.0.0")
+    history = json.loads(host.file(f"{RELEASES}/.history.json").content_string)
+    assert [f"{RELEASES}/{entry['release']}" for entry in history] == [release_2]
+
+
+def test_new_requirements_get_their_own_virtualenv_and_old_releases_are_pruned(host):
+    old_venv = host.file(VENV).linked_to
+    release_2 = host.file(APP).linked_to
+    release = commit(host, "release 4.0.0, new requirements",
+                     "echo 4.0.0 > VERSION && rm DEGRADED && echo '# 4.0.0' >> requirements.txt")
+    run = playbook("deploy.yml")
+    assert run.returncode == 0, run.output[-3000:]
+    assert http(host, "/version")[1]["version"] == "4.0.0"
+    new_venv = host.file(VENV).linked_to
+    assert new_venv != old_venv
+    assert new_venv in host.file(f"/proc/{main_pid(host)}/cmdline").content_string
+    # app_keep_releases: 2 -> releases 2.0.0 and 4.0.0 stay; 1.0.0 and 3.0.0 are gone.
+    history = json.loads(host.file(f"{RELEASES}/.history.json").content_string)
+    assert [f"{RELEASES}/{entry['release']}" for entry in history] == [release_2, f"{RELEASES}/{release}"]
+    listed = host.check_output(f"find {RELEASES} -mindepth 1 -maxdepth 1 -type d -not -name '.*' -printf '%f\\n'")
+    assert sorted(listed.split()) == sorted(entry["release"] for entry in history)
+    venvs = host.check_output(f"ls {RELEASES}/.venvs").split()
+    assert sorted(venvs) == sorted({entry["venv"] for entry in history}) and len(venvs) == 2
+    # Rolling back restores the old release's dependencies too (a restart: new interpreter).
+    back = playbook("rollback.yml")
+    assert back.returncode == 0, back.output[-3000:]
+    assert host.file(VENV).linked_to == old_venv
+    assert http(host, "/version")[1]["version"] == "2.0.0"
+    assert old_venv in host.file(f"/proc/{main_pid(host)}/cmdline").content_string
+
+
+def test_deploy_from_a_release_archive(host, tmp_path):
+    archive = tmp_path / "chatmrpt-5.0.0.tar.gz"
+    source = ROOT / "tests" / "sample_app"
+    with tarfile.open(archive, "w:gz") as tar:
+        for item in sorted(source.iterdir()):
+            if item.name not in ("__pycache__", "instance", "VERSION"):
+                tar.add(item, arcname=f"chatmrpt-5.0.0/{item.name}")
+        version = tmp_path / "VERSION"
+        version.write_text("5.0.0-archive\n")
+        tar.add(version, arcname="chatmrpt-5.0.0/VERSION")
+    args = ("-e", f"app_release_archive={archive}", "-e", "app_release_archive_strip_components=1")
+    run = playbook("deploy.yml", *args)
+    assert run.returncode == 0, run.output[-3000:]
+    assert http(host, "/version")[1]["version"] == "5.0.0-archive"
+    assert host.file(APP).linked_to.startswith(f"{RELEASES}/archive-")
+    again = playbook("deploy.yml", *args)
+    assert again.returncode == 0 and again.changed == 0, again.changed_tasks()
+
+
+def test_logrotate_rotates_the_gunicorn_logs(host):
+    host.check_output("logrotate --force /etc/logrotate.d/chatmrpt")
+    assert host.file(f"{SHARED}/instance/logs/gunicorn-access.log.1").exists
+    http(host, "/ping")
+    time.sleep(0.5)
+    # copytruncate: gunicorn keeps writing to the (now truncated) file.
+    assert "GET /ping" in host.file(f"{SHARED}/instance/logs/gunicorn-access.log").content_string

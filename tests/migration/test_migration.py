@@ -1,0 +1,313 @@
+"""End-to-end tests of tools/chatmrpt_migrate against a real PostgreSQL 15."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+import chatmrpt_data
+from chatmrpt_migrate.cli import main, mask_dsn
+from conftest import ROOT, file_hashes
+
+TOOL_ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "tools")}
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def q(dsn, sql, *params):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("SET TimeZone = 'UTC'")
+        cur = c.execute(sql, params or None)
+        return cur.fetchall() if cur.description else None
+
+
+def schemas(dsn):
+    return sorted(r[0] for r in q(dsn, "SELECT nspname FROM pg_namespace WHERE nspname NOT "
+                                       "LIKE 'pg_%' AND nspname <> 'information_schema'"))
+
+
+def coltypes(dsn, schema, table):
+    return dict(q(dsn, "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM "
+                       "pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 "
+                       "AND NOT a.attisdropped", f'"{schema}"."{table}"'))
+
+
+@pytest.fixture(scope="module")
+def migrated(pg, instance_dir, instance_hashes, tmp_path_factory):
+    """One full migration of the instance directory (with tpr) into its own database."""
+    dsn = pg.create_database("migrated")
+    report = tmp_path_factory.mktemp("rep") / "report.json"
+    rc = run(instance_dir, "--include-tpr", "--target", dsn, "--report", report)
+    return dsn, rc, json.loads(report.read_text())
+
+
+def test_migration_succeeds_and_verifies(migrated):
+    dsn, rc, report = migrated
+    assert rc == 0, report.get("warnings")
+    assert report["status"] == "ok"
+    assert len(report["verification"]) == 19
+    assert all(r["ok"] for r in report["verification"])
+    assert all(r["source_checksum"] == r["target_checksum"] for r in report["verification"])
+    assert {"interactions", "users", "survey", "prepost_test", "tpr_sess_abc"} <= set(schemas(dsn))
+    assert not [s for s in schemas(dsn) if s.endswith("__staging")]
+
+
+def test_types_are_mapped_as_documented(migrated):
+    dsn = migrated[0]
+    s = coltypes(dsn, "interactions", "sessions")
+    assert s["analysis_complete"] == "boolean" and s["files_uploaded"] == "boolean"
+    assert s["start_time"] == "timestamp with time zone"
+    assert s["last_activity"] == "timestamp with time zone"   # mixed offsets + NULLs
+    m = coltypes(dsn, "interactions", "messages")
+    assert m["context"] == "jsonb" and m["options"] == "jsonb" and m["content"] == "text"
+    assert m["timestamp"] == "timestamp with time zone"
+    a = coltypes(dsn, "interactions", "analysis_events")
+    assert a["details"] == "text"                      # one value is not JSON
+    b = coltypes(dsn, "interactions", "arena_battles")
+    assert b["created_at"] == "text"                   # "yesterday" does not convert
+    assert b["mixed"] == "bytea"                       # int, real, text and blob
+    assert b["order"] == "bigint" and b["user"] == "text"
+    c = coltypes(dsn, "interactions", "calculations")
+    assert c["value"] == "double precision" and c["mixed_num"] == "double precision"
+    assert c["big_mixed"] == "text"                    # integer > 2^53 mixed with reals
+    assert coltypes(dsn, "interactions", "errors")["message"] == "bytea"   # NUL byte
+    assert coltypes(dsn, "users", "users")["is_active"] == "boolean"
+    assert coltypes(dsn, "survey", "survey_triggers")["payload"] == "bytea"
+    assert coltypes(dsn, "survey", "survey_responses")["id"] == "bigint"
+    assert coltypes(dsn, "interactions", "anomalies")["is_flagged"] == "boolean"
+
+
+def test_values_survive_exactly(migrated, instance_dir):
+    dsn = migrated[0]
+    bits = [r[0] for r in q(dsn, "SELECT encode(float8send(value), 'hex') FROM "
+                                 "interactions.calculations WHERE value IS NOT NULL ORDER BY calc_id")]
+    con = sqlite3.connect(f"file:{instance_dir}/interactions.db?mode=ro", uri=True)
+    src = [r[0] for r in con.execute("SELECT value FROM calculations WHERE value IS NOT NULL "
+                                     "ORDER BY calc_id")]
+    con.close()
+    assert src[0] == 0.1 + 0.2 and src[1] == 1e-300 and src[4] == 5e-324
+    assert bits == [struct.pack(">d", v).hex() for v in src]   # bit-exact, not float4
+    (content,) = q(dsn, "SELECT content FROM interactions.messages WHERE message_id = 'm0007'")[0]
+    assert content == chatmrpt_data.LONG_TEXT
+    (msg,) = q(dsn, "SELECT message FROM interactions.errors WHERE error_id = 'err3'")[0]
+    assert bytes(msg).decode() == "bad\x00byte 3"
+    (ts,) = q(dsn, "SELECT last_activity FROM interactions.sessions WHERE session_id='s001'")[0]
+    assert ts.isoformat() == "2025-07-02T10:00:00+00:00"      # 11:00+01:00 -> UTC
+    (ctx,) = q(dsn, "SELECT context FROM interactions.messages WHERE message_id='m0001'")[0]
+    assert ctx == {"b": 1, "a": [1, 2.5, None], "nested": {"z": "é"}}
+    (big,) = q(dsn, "SELECT big_mixed FROM interactions.calculations WHERE calc_id='c2'")[0]
+    assert big == str(2 ** 60 + 2)
+    assert q(dsn, "SELECT count(*) FROM interactions.arena_battles WHERE battle_id='bdup'") == [(2,)]
+    assert q(dsn, "SELECT is_active FROM users.users ORDER BY id") == [
+        (False,), (True,), (False,), (True,), (False,)]
+
+
+def test_keys_indexes_and_sequences(migrated):
+    dsn = migrated[0]
+    with psycopg.connect(dsn) as c:   # everything rolled back: other tests share the target
+        def one(sql):
+            return c.execute(sql).fetchone()[0]
+        # AUTOINCREMENT: sqlite_sequence is 40 although max(id) is 35 -> next id 41
+        assert one("INSERT INTO survey.survey_responses (survey_session_id, question_id, "
+                   "response) VALUES (1, 1, 'new') RETURNING id") == 41
+        # INTEGER PRIMARY KEY without AUTOINCREMENT gets an identity too
+        assert one("INSERT INTO survey.survey_triggers (trigger_type) VALUES ('x') "
+                   "RETURNING id") == 10
+        c.rollback()
+        for sql in ("INSERT INTO tpr_sess_abc.tpr_results (state, lga, ward) "
+                    "VALUES ('Kano', 'lga0', 'ward0')",
+                    "INSERT INTO tpr_sess_abc.computation_status (state, facility_level, "
+                    "age_group) VALUES ('Kano', 'all', 'u5')",
+                    "INSERT INTO users.users (id, email) VALUES ('u9', 'user1@example.org')",
+                    "INSERT INTO survey.survey_questions (\"order\") VALUES (1)"):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                c.execute(sql)
+            c.rollback()
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            c.execute("INSERT INTO users.user_sessions VALUES ('t', 'nobody', now())")
+        c.rollback()
+    idx = {r[0] for r in q(dsn, "SELECT indexname FROM pg_indexes WHERE schemaname='survey'")}
+    assert {"idx_survey_sessions_session", "idx_survey_responses_session",
+            "idx_survey_questions_order"} <= idx
+
+
+def test_orphans_keep_makes_not_valid_fk(migrated):
+    dsn = migrated[0]
+    fks = dict(q(dsn, "SELECT conname, convalidated FROM pg_constraint WHERE contype='f' "
+                      "AND connamespace = 'interactions'::regnamespace"))
+    assert fks["messages_session_id_fkey"] is False           # 8 orphans
+    assert fks["analysis_events_session_id_fkey"] is True
+    ufk = q(dsn, "SELECT convalidated, confdeltype FROM pg_constraint WHERE conname = "
+                 "'user_sessions_user_id_fkey'")
+    assert ufk == [(True, "c")]                                # ON DELETE CASCADE kept
+    assert migrated[2]["plan"][0]["tables"]  # report holds the plan
+    orphans = {f["name"]: f["orphans"] for db in migrated[2]["plan"] for t in db["tables"]
+               for f in t["foreign_keys"]}
+    assert orphans["messages_session_id_fkey"] == 8
+
+
+def test_verify_detects_corruption(migrated, instance_dir, capsys):
+    dsn = migrated[0]
+    assert run("verify", instance_dir, "--include-tpr", "--target", dsn) == 0
+    q(dsn, "UPDATE interactions.messages SET content = content || '!' WHERE message_id='m0003'")
+    try:
+        assert run("verify", instance_dir, "--include-tpr", "--target", dsn) == 1
+        out = capsys.readouterr().out
+        assert "interactions.messages" in out and "checksum differs" in out
+    finally:
+        q(dsn, "UPDATE interactions.messages SET content = left(content, -1) "
+               "WHERE message_id='m0003'")
+    q(dsn, "UPDATE interactions.calculations SET value = value + 1e-15 WHERE calc_id = 'c0'")
+    assert run("verify", instance_dir, "--include-tpr", "--target", dsn) == 1
+    q(dsn, "UPDATE interactions.calculations SET value = 0.1::float8 + 0.2::float8 WHERE calc_id = 'c0'")
+    assert run("verify", instance_dir, "--include-tpr", "--target", dsn) == 0
+
+
+def test_refuse_orphans_leaves_target_untouched(migrated, fresh_db, instance_dir):
+    assert run(instance_dir, "--target", fresh_db, "--orphans", "refuse") == 3
+    assert schemas(fresh_db) == ["public"]
+    dsn = migrated[0]
+    before = q(dsn, "SELECT count(*) FROM interactions.messages")
+    assert run(instance_dir, "--target", dsn, "--orphans", "refuse") == 3
+    assert q(dsn, "SELECT count(*) FROM interactions.messages") == before
+    # users.db alone has no orphans: refuse succeeds
+    assert run(os.path.join(instance_dir, "users.db"), "--target", fresh_db,
+               "--orphans", "refuse") == 0
+
+
+def test_dry_run_changes_nothing(fresh_db, instance_dir, capsys, tmp_path):
+    rep = tmp_path / "plan.json"
+    assert run(instance_dir, "--include-tpr", "--target", fresh_db, "--dry-run",
+               "--report", rep) == 0
+    out = capsys.readouterr().out
+    assert "messages_session_id_fkey" in out and "orphans 8" in out and "jsonb" in out
+    assert schemas(fresh_db) == ["public"]
+    assert json.loads(rep.read_text())["plan"][0]["schema"] == "interactions"
+    # no connection needed at all
+    assert run(instance_dir, "--dry-run", "--target",
+               "host=127.0.0.1 port=1 user=x password=secret dbname=x") == 0
+
+
+def test_failure_mid_load_leaves_target_and_rerun_completes(pg, instance_dir, tmp_path,
+                                                            monkeypatch):
+    dsn = pg.create_database("interrupted")
+    src = tmp_path / "interactions.db"
+    shutil.copy(os.path.join(instance_dir, "interactions.db"), src)
+    assert run(src, "--target", dsn) == 0
+    before = q(dsn, "SELECT count(*), max(message_id) FROM interactions.messages")
+    con = sqlite3.connect(src)
+    con.executemany("INSERT INTO messages (message_id, session_id, content) VALUES (?,?,?)",
+                    [(f"new{i}", "s001", "later") for i in range(50)])
+    con.commit()
+    con.close()
+    monkeypatch.setenv("CHATMRPT_MIGRATE_FAIL_AT", "messages:1")
+    assert run(src, "--target", dsn) == 4
+    assert q(dsn, "SELECT count(*), max(message_id) FROM interactions.messages") == before
+    assert not [s for s in schemas(dsn) if s.endswith("__staging")]
+    monkeypatch.delenv("CHATMRPT_MIGRATE_FAIL_AT")
+    assert run(src, "--target", dsn) == 0
+    assert q(dsn, "SELECT count(*) FROM interactions.messages") == [(450,)]
+    assert "interactions__previous" in schemas(dsn)   # one backup generation kept
+
+
+def test_server_killed_mid_load_then_rerun(pg, tmp_path):
+    dsn = pg.create_database("killed")
+    src = tmp_path / "interactions.db"
+    chatmrpt_data.build_big_messages(str(src), 20_000)
+    assert run(src, "--target", dsn, "-q") == 0
+    con = sqlite3.connect(src)
+    con.executemany("INSERT INTO messages (session_id, content) VALUES (?,?)",
+                    (("s1", "y" * 500) for _ in range(400_000)))
+    con.commit()
+    con.close()
+    proc = subprocess.Popen([sys.executable, "-m", "chatmrpt_migrate", str(src), "--target",
+                             dsn, "--jobs", "1"], env=TOOL_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    seen = False
+    while time.time() < deadline and proc.poll() is None:
+        if q(pg.dsn, "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY%%messages%%'"):
+            seen = True
+            break
+        time.sleep(0.05)
+    assert seen, proc.communicate()[0]
+    pg.restart(mode="immediate")              # crash: no clean shutdown
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out
+    assert q(dsn, "SELECT count(*) FROM interactions.messages") == [(20_000,)]
+    assert run(src, "--target", dsn, "-q") == 0
+    assert q(dsn, "SELECT count(*) FROM interactions.messages") == [(420_000,)]
+    assert not [s for s in schemas(dsn) if s.endswith("__staging")]
+    (nid,) = q(dsn, "INSERT INTO interactions.messages (session_id) VALUES ('s1') "
+                    "RETURNING message_id")[0]
+    assert nid == 420_001
+
+
+def test_target_from_ssm_and_password_masked(pg, fresh_db, instance_dir, capsys, tmp_path,
+                                             monkeypatch):
+    moto = pytest.importorskip("moto")
+    import boto3
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    secret_dsn = fresh_db + " password=Sup3rSecretPw"   # trust auth ignores it
+    rep = tmp_path / "r.json"
+    with moto.mock_aws():
+        boto3.client("ssm", region_name="us-east-2").put_parameter(
+            Name="/chatmrpt/db", Value=secret_dsn, Type="SecureString")
+        rc = run(os.path.join(instance_dir, "users.db"), "--target-ssm-parameter",
+                 "/chatmrpt/db", "--region", "us-east-2", "--report", rep)
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "Sup3rSecretPw" not in out.out + out.err + rep.read_text()
+    assert "password=***" in json.loads(rep.read_text())["target"]
+    assert "users" in schemas(fresh_db)
+
+
+def test_env_target_and_usage_errors(fresh_db, instance_dir, monkeypatch):
+    monkeypatch.delenv("CHATMRPT_MIGRATE_TARGET", raising=False)
+    assert run(os.path.join(instance_dir, "users.db")) == 2            # no target
+    assert run("/nonexistent/x.db", "--target", fresh_db) == 2
+    monkeypatch.setenv("CHATMRPT_MIGRATE_TARGET", fresh_db)
+    assert run(os.path.join(instance_dir, "survey.db")) == 0
+    assert "survey" in schemas(fresh_db)
+    assert run(os.path.join(instance_dir, "survey.db"), "--target",
+               "host=127.0.0.1 port=1 dbname=x connect_timeout=2") == 4
+
+
+def test_mask_dsn():
+    assert mask_dsn("postgresql://app:p%40ss@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert mask_dsn("host=db password='a b' user=x") == "host=db password=*** user=x"
+    assert "hunter2" not in mask_dsn("host=db user=x", "hunter2") + mask_dsn("pw hunter2", "hunter2")
+
+
+def test_wrapper_script_runs(instance_dir):
+    res = subprocess.run([os.path.join(ROOT, "tools", "chatmrpt-migrate"),
+                          os.path.join(instance_dir, "users.db"), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "users.users" not in res.stderr and "is_active" in res.stdout
+
+
+def test_benchmark_smoke(tmp_path):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "migration_bench.py"),
+                          "--rows", "3000", "--skip-pgloader-if-missing", "--workdir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "rows/s" in res.stdout and "ours" in res.stdout
+
+
+def test_sources_are_byte_identical(migrated, instance_dir, instance_hashes):
+    # runs last in this module: every migration above read these files
+    assert file_hashes(instance_dir) == instance_hashes

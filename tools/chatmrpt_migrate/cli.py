@@ -1,0 +1,334 @@
+"""Command line: ``chatmrpt-migrate [migrate|verify] SOURCE... [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import sqlite3
+import sys
+import time
+
+from . import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_ORPHANS,
+               EXIT_USAGE, __version__)
+from .source import (MigrationError, analyse, check_foreign_keys, count_orphans, discover,
+                     introspect, take_snapshot)
+
+ENV_TARGET = "CHATMRPT_MIGRATE_TARGET"
+
+_URL_PW = re.compile(r"(\w+://[^:/@\s]*:)([^@\s]*)@")
+_KV_PW = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+def mask_dsn(text: str, secret: str | None = None) -> str:
+    """Hide passwords in URLs/conninfo strings (and a known secret anywhere)."""
+    if not text:
+        return text
+    out = _URL_PW.sub(r"\1***@", text)
+    out = _KV_PW.sub(r"\1***", out)
+    if secret:
+        out = out.replace(secret, "***")
+    return out
+
+
+def _password_of(dsn: str) -> str | None:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        return conninfo_to_dict(dsn).get("password") or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="SQLite files or an app instance/ directory")
+    common.add_argument("--include-tpr", action="store_true",
+                        help="with an instance/ directory: also every "
+                             "uploads/*/tpr_precomputed.db")
+    common.add_argument("--target", help=f"PostgreSQL conninfo or URL (or env {ENV_TARGET})")
+    common.add_argument("--target-ssm-parameter", metavar="NAME",
+                        help="read the target conninfo from this SSM parameter "
+                             "(SecureString, decrypted)")
+    common.add_argument("--region", help="AWS region for SSM (default: AWS_REGION)")
+    common.add_argument("--report", metavar="FILE", help="write a JSON report here")
+    common.add_argument("--jobs", type=int, default=2, help="parallel loaders (default 2)")
+    common.add_argument("--workdir", help="directory for snapshot copies (default: TMPDIR)")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and result")
+    p = argparse.ArgumentParser(
+        prog="chatmrpt-migrate",
+        description="Migrate ChatMRPT SQLite databases to PostgreSQL (staging schema, "
+                    "binary COPY, verification, atomic swap).",
+        epilog="Exit codes: 0 ok, 1 verification mismatch, 2 usage error, "
+               "3 orphans refused, 4 error, 130 interrupted.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command")
+    m = sub.add_parser("migrate", parents=[common], help="migrate (default command)")
+    m.add_argument("--dry-run", action="store_true",
+                   help="print the plan (tables, types, rows, orphans); change nothing")
+    m.add_argument("--orphans", choices=("keep", "refuse"), default="keep",
+                   help="keep: FK created NOT VALID with a warning (default); "
+                        "refuse: fail before touching the target")
+    m.add_argument("--drop-previous", action="store_true",
+                   help="drop the replaced schema instead of keeping it as <schema>__previous")
+    m.add_argument("--maintenance-work-mem", default="256MB")
+    sub.add_parser("verify", parents=[common],
+                   help="re-check an already migrated target against the sources")
+    return p
+
+
+def resolve_target(args) -> str | None:
+    if args.target:
+        return args.target
+    if args.target_ssm_parameter:
+        import boto3
+        region = args.region or os.environ.get("AWS_REGION") or os.environ.get(
+            "AWS_DEFAULT_REGION")
+        ssm = boto3.client("ssm", region_name=region)
+        return ssm.get_parameter(Name=args.target_ssm_parameter,
+                                 WithDecryption=True)["Parameter"]["Value"]
+    return os.environ.get(ENV_TARGET) or None
+
+
+class Output:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.warnings: list[str] = []
+        self.t0 = time.perf_counter()
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.t0:7.2f}s] {msg}", file=sys.stderr, flush=True)
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+def plan_dict(dbs) -> list[dict]:
+    out = []
+    for db in dbs:
+        tables = []
+        for t in db.tables:
+            tables.append({
+                "table": t.name, "rows": t.rows,
+                "columns": [{"name": c.name, "sqlite_type": c.decl, "pg_type": c.pg_type,
+                             "storage_classes": c.classes, "not_null": c.notnull,
+                             "identity": c.identity, "reason": c.reason} for c in t.columns],
+                "primary_key": t.pk if not t.pk_skipped else [],
+                "identity": ({"column": t.identity_col, "autoincrement": t.autoincrement,
+                              "next_value_after": t.identity_next}
+                             if t.identity_col else None),
+                "indexes": [{"name": i.name, "columns": i.columns, "unique": i.unique,
+                             "constraint": i.constraint} for i in t.indexes],
+                "foreign_keys": [{"name": f.name, "columns": f.columns,
+                                  "references": f"{f.ref_table}({', '.join(map(str, f.ref_columns))})",
+                                  "orphans": f.orphans, "skipped": f.skipped,
+                                  "not_valid": bool(f.orphans) and not f.skipped}
+                                 for f in t.fks],
+                "warnings": t.warnings,
+            })
+        out.append({"schema": db.schema, "source": db.source.path, "tables": tables,
+                    "warnings": db.warnings})
+    return out
+
+
+def print_plan(dbs) -> None:
+    for db in dbs:
+        print(f"\n== {db.source.path} -> schema {db.schema}")
+        for t in db.tables:
+            extra = []
+            if t.pk and not t.pk_skipped:
+                extra.append("PK(" + ", ".join(t.pk) + ")")
+            if t.identity_col:
+                extra.append(f"identity {t.identity_col}")
+            print(f"  table {t.name}: {t.rows} rows {' '.join(extra)}")
+            for c in t.columns:
+                print(f"    {c.name:<28} {c.decl or '-':<14} -> {c.pg_type:<17} {c.reason}")
+            for i in t.indexes:
+                kind = "UNIQUE " if i.unique else ""
+                print(f"    {kind}index {i.name} ({', '.join(i.columns)})")
+            for f in t.fks:
+                state = (f"skipped: {f.skipped}" if f.skipped else
+                         f"orphans {f.orphans}" + (" -> NOT VALID" if f.orphans else ""))
+                print(f"    FK {f.name} ({', '.join(f.columns)}) -> {f.ref_table}: {state}")
+
+
+def print_results(results) -> None:
+    w = max([len(f"{r['schema']}.{r['table']}") for r in results] + [10])
+    print(f"\n{'table':<{w}} {'source rows':>12} {'target rows':>12}  result")
+    for r in results:
+        name = f"{r['schema']}.{r['table']}"
+        res = "ok" if r["ok"] else "MISMATCH: " + "; ".join(r["problems"])
+        tr = "-" if r["target_rows"] is None else r["target_rows"]
+        print(f"{name:<{w}} {r['source_rows']:>12} {tr:>12}  {res}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("migrate", "verify", "-h", "--help", "--version"):
+        argv.insert(0, "migrate")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    out = Output(args.quiet)
+    report: dict = {"tool": "chatmrpt-migrate", "version": __version__,
+                    "command": args.command,
+                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                    "timings": {}}
+    dry = getattr(args, "dry_run", False)
+    secret = None
+    code = EXIT_ERROR
+    dbs = []
+    sources = []
+    loader = None
+    swapped = False
+    try:
+        try:
+            target = None if dry else resolve_target(args)
+        except Exception as e:  # noqa: BLE001  (boto3/botocore errors)
+            out.warn(f"cannot read target from SSM: {e.__class__.__name__}: {e}")
+            return _finish(report, args, out, EXIT_ERROR, None)
+        if not dry and not target:
+            print("error: no target: use --target, --target-ssm-parameter or "
+                  f"{ENV_TARGET}", file=sys.stderr)
+            return _finish(report, args, out, EXIT_USAGE, None)
+        if target:
+            secret = _password_of(target)
+            report["target"] = mask_dsn(target, secret)
+            out.log(f"target: {report['target']}")
+        try:
+            sources = discover(args.sources, args.include_tpr, out.warn)
+        except MigrationError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return _finish(report, args, out, EXIT_USAGE, None)
+        if not sources:
+            print("error: no SQLite databases found", file=sys.stderr)
+            return _finish(report, args, out, EXIT_USAGE, None)
+        report["sources"] = [{"path": s.path, "schema": s.schema} for s in sources]
+
+        t = time.perf_counter()
+        for s in sources:
+            take_snapshot(s, args.workdir)
+        report["timings"]["snapshot"] = round(time.perf_counter() - t, 3)
+        out.log(f"snapshots of {len(sources)} database(s) taken")
+        t = time.perf_counter()
+        dbs = [introspect(s, out.warn) for s in sources]
+        migrate = args.command == "migrate" and not dry
+        if not migrate:
+            # dry run / verify: the whole plan up front, NUL-byte scan included
+            for db in dbs:
+                analyse(db, out.warn, nul_check=True)
+        # a migration analyses each table in its loader process, right before loading
+        # it; the NUL-byte scan is skipped there: PostgreSQL refuses NUL bytes and the
+        # loader then rescans that table and maps the column to bytea (see README)
+        if not migrate or args.orphans == "refuse":
+            for db in dbs:
+                count_orphans(db)
+        report["timings"]["analyse"] = round(time.perf_counter() - t, 3)
+        out.log("schema derived from the data" if not migrate else "tables listed")
+
+        orphan_fks = [(db, tb, fk) for db in dbs for tb in db.tables for fk in tb.fks
+                      if fk.orphans]
+        if args.command == "migrate" and args.orphans == "refuse" and orphan_fks:
+            for db, tb, fk in orphan_fks:
+                print(f"error: {db.schema}.{tb.name}: {fk.orphans} orphan rows for "
+                      f"{fk.name} -> {fk.ref_table}", file=sys.stderr)
+            if migrate:
+                for db in dbs:
+                    analyse(db, out.warn, nul_check=True)
+            report["plan"] = plan_dict(dbs)
+            return _finish(report, args, out, EXIT_ORPHANS, dbs)
+
+        if dry:
+            print_plan(dbs)
+            report["plan"] = plan_dict(dbs)
+            print("\ndry run: nothing was changed")
+            return _finish(report, args, out, EXIT_OK, dbs)
+
+        from .loader import Loader, STAGING
+        from .verify import verify
+
+        if args.command == "verify":
+            t = time.perf_counter()
+            results = verify(target, dbs, lambda db: db.schema, args.jobs, out.log)
+            report["timings"]["verify"] = round(time.perf_counter() - t, 3)
+            report["plan"] = plan_dict(dbs)
+            report["verification"] = results
+            print_results(results)
+            ok = all(r["ok"] for r in results)
+            print("\nverification " + ("passed" if ok else "FAILED"))
+            return _finish(report, args, out, EXIT_OK if ok else EXIT_MISMATCH, dbs)
+
+        loader = Loader(target, dbs, args.jobs, out.log, out.warn,
+                        maintenance_work_mem=args.maintenance_work_mem)
+        t = time.perf_counter()
+        loader.prepare()
+        out.log("staging schemas created; analysing and loading")
+        loader.load_all(count_orphans_too=args.orphans != "refuse")
+        report["timings"]["load_and_indexes"] = round(time.perf_counter() - t, 3)
+        t2 = time.perf_counter()
+        for db in dbs:
+            check_foreign_keys(db, out.warn)
+        loader.foreign_keys()
+        report["timings"]["foreign_keys"] = round(time.perf_counter() - t2, 3)
+        report["timings"]["migrate"] = round(time.perf_counter() - t, 3)
+        report["timings"]["tables"] = loader.timings
+        out.log("loaded; verifying staging schemas")
+        t = time.perf_counter()
+        results = verify(target, dbs, lambda db: db.schema + STAGING, args.jobs, out.log)
+        report["timings"]["verify"] = round(time.perf_counter() - t, 3)
+        report["verification"] = results
+        report["plan"] = plan_dict(dbs)
+        print_results(results)
+        if not all(r["ok"] for r in results):
+            print("\nverification FAILED: staging schemas left for inspection, "
+                  "target unchanged", file=sys.stderr)
+            return _finish(report, args, out, EXIT_MISMATCH, dbs)
+        t = time.perf_counter()
+        loader.swap(keep_previous=not args.drop_previous)
+        swapped = True
+        report["timings"]["swap"] = round(time.perf_counter() - t, 3)
+        print("\nmigration complete: verification passed, schemas swapped in: "
+              + ", ".join(db.schema for db in dbs))
+        return _finish(report, args, out, EXIT_OK, dbs)
+    except KeyboardInterrupt:
+        out.warn("interrupted: target unchanged")
+        code = EXIT_INTERRUPTED
+    except (MigrationError, sqlite3.Error, OSError, RuntimeError, ValueError) as e:
+        out.warn(f"migration failed, target unchanged: {mask_dsn(str(e), secret)}")
+        code = EXIT_ERROR
+    except Exception as e:  # noqa: BLE001  psycopg errors and anything unexpected
+        out.warn(f"migration failed, target unchanged: {e.__class__.__name__}: "
+                 f"{mask_dsn(str(e), secret)}")
+        code = EXIT_ERROR
+    finally:
+        for s in sources:
+            if s.snapshot and os.path.exists(s.snapshot):
+                os.unlink(s.snapshot)
+    if loader is not None and not swapped:
+        loader.drop_staging()
+    return _finish(report, args, out, code, dbs)
+
+
+def _finish(report, args, out, code, dbs) -> int:
+    report["exit_code"] = code
+    report["status"] = {EXIT_OK: "ok", EXIT_MISMATCH: "mismatch", EXIT_USAGE: "usage",
+                        EXIT_ORPHANS: "orphans refused", EXIT_ERROR: "error",
+                        EXIT_INTERRUPTED: "interrupted"}[code]
+    report["warnings"] = out.warnings
+    report["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    if dbs:
+        for s in (db.source for db in dbs):
+            if s.snapshot and os.path.exists(s.snapshot):
+                os.unlink(s.snapshot)
+    if getattr(args, "report", None):
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    return code
