@@ -111,7 +111,8 @@ def cmd_report(args) -> int:
         resolved = resolve(environment)
         results.append(estimate(resolved["settings"], prices).to_dict(float(resolved["budget"])))
     total = {asg: round(sum(r["monthly"][asg] for r in results), 2) for asg in ("min", "desired", "max")}
-    budget = max(r["budget_yearly"] for r in results)
+    # Each environment has its share of the yearly credit; together they make the budget.
+    budget = sum(r["budget_yearly"] for r in results)
     report = {
         "prices": {k: prices[k] for k in ("region", "as_of", "source")},
         "environments": results,

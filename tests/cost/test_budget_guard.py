@@ -1,0 +1,78 @@
+"""The cost report reads the real settings, and the budget guard stops an apply that would
+overrun the budget before the first AWS call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from helpers import ROOT, run_playbook
+
+
+def report(tmp_path, *args: str) -> tuple[str, dict]:
+    out = tmp_path / "cost.json"
+    proc = subprocess.run([sys.executable, "-m", "chatmrpt_cost", "report", "--json", str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "PYTHONPATH": str(ROOT / "tools")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_report_prices_the_estates_own_settings(tmp_path):
+    text, data = report(tmp_path)
+    envs = {env["environment"]: env for env in data["environments"]}
+    assert set(envs) == {"staging", "production"}
+    # Production runs the load balancer, staging the RDS database: read from group_vars.
+    production_items = {row["item"] for row in envs["production"]["items"]["desired"]}
+    staging_items = {row["item"] for row in envs["staging"]["items"]["desired"]}
+    assert "Application Load Balancer" in production_items
+    assert "RDS PostgreSQL instance" in staging_items
+    # The totals add up, and the yearly share is against the summed budget.
+    assert data["total_monthly"]["max"] == pytest.approx(sum(e["monthly"]["max"] for e in envs.values()), abs=0.01)
+    assert data["budget_yearly"] > 0 and data["prices"]["as_of"]
+    # Beside the hand-made figures, each difference explained.
+    cases = {case["reference_monthly"]: case for case in data["reference_comparison"]}
+    assert set(cases) == {139, 339}
+    for case in cases.values():
+        for line in case["lines"]:
+            if abs(line["difference"]) >= 0.01:
+                assert line["why"], f"unexplained difference in {line['category']}"
+    assert "Load balancer" in {line["category"] for line in cases[139]["lines"] if line["reference"] == 0}
+    assert "reference $139.00" in text and "reference $339.00" in text
+
+
+@pytest.mark.parametrize("override", [
+    # Staging's budget is $3,000 a year; at ASG max 2 with t3.medium it costs about $1,775.
+    ["-e", "aws_compute_asg_max_size=6"],            # 7 x t3.medium at max: about $3,400
+    # The largest allowed type against a $2,500 budget, which t3.medium passes (test below).
+    ["-e", "aws_compute_instance_type=t3.large", "-e", "chatmrpt_budget_yearly=2500"],  # about $2,870
+])
+def test_guard_stops_the_apply_before_any_aws_call(override, aws_env):
+    session = boto3.Session(aws_access_key_id=aws_env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=aws_env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-2")
+    s3 = session.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"])
+    ec2 = session.client("ec2", endpoint_url=aws_env["AWS_ENDPOINT_URL"])
+    buckets_before = s3.list_buckets()["Buckets"]
+    groups_before = ec2.describe_security_groups()["SecurityGroups"]
+    run = run_playbook("infrastructure.yml", "staging", *override, env=aws_env)
+    assert run.returncode != 0
+    assert "exceeds chatmrpt_budget_yearly" in run.output
+    assert "EC2 instances (Auto Scaling Group)" in run.output  # the biggest item is named
+    assert "chatmrpt_budget_override=true" in run.output
+    assert s3.list_buckets()["Buckets"] == buckets_before
+    assert ec2.describe_security_groups()["SecurityGroups"] == groups_before
+
+
+def test_guard_passes_within_the_budget(aws_env):
+    run = run_playbook("validate.yml", "staging", "-e", "chatmrpt_budget_yearly=2500", env=aws_env)
+    assert run.returncode == 0, run.output[-3000:]
+
+
+def test_override_lets_the_guard_pass(aws_env):
+    run = run_playbook("validate.yml", "staging", "-e", "aws_compute_asg_max_size=6",
+                       "-e", "chatmrpt_budget_override=true", env=aws_env)
+    assert run.returncode == 0, run.output[-3000:]
