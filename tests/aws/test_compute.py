@@ -439,7 +439,7 @@ def test_asg_drift_is_reported_by_check_and_corrected(estate, aws_env):
     check = run_ok(run_playbook("infrastructure.yml", "production", "--tags", "compute", "--check", env=aws_env))
     assert check.changed_tasks() == ["aws_compute : Manage the Auto Scaling group"]
     said = " ".join(check.output.split())  # the YAML callback wraps long messages
-    assert "max_size: 5 -> 3" in said and 'health_check_type: "EC2" -> "ELB"' in said, check.output[-3000:]
+    assert "max_size: 5 -> 3" in said and 'health_check_type: EC2 -> ELB' in said, check.output[-3000:]
     run_ok(run_playbook("infrastructure.yml", "production", "--tags", "compute", env=aws_env))
     asg = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["ChatMRPT-Production-ASG"])["AutoScalingGroups"][0]
     assert (asg["MaxSize"], asg["HealthCheckType"]) == (3, "ELB")
@@ -499,7 +499,7 @@ def snapshot(aws_env):
     (["-e", "aws_compute_asg_desired_capacity=3"], "aws_compute_asg_desired_capacity"),
     (["-e", "aws_compute_asg_max_size=40"], "aws_compute_asg_max_size_cap"),
     (["-e", "aws_compute_root_volume_size=4"], "aws_compute_root_volume_size 8-1024 GiB (got 4)"),
-    (["-e", "aws_compute_ami_name=ami-0123456789abcdef0"], "never an AMI id"),
+    (["-e", "aws_compute_ami_name=ami-0123456789abcdef0"], "never an AMI id"),  # pragma: allowlist secret
     (["-e", "aws_loadbalancer_health_check_timeout=40"], "aws_loadbalancer_health_check_timeout 2-120 s and below the interval"),
     (["-e", "aws_loadbalancer_certificate_arn=not-an-arn"], "aws_loadbalancer_certificate_arn must be empty"),
     (["-e", "aws_loadbalancer_name=ChatMRPT-Staging-Load-Balancer-Too-Long"], "aws_loadbalancer_name"),

@@ -70,11 +70,11 @@ with open(f"{SHARED}/.env", "w") as handle:
         "FLASK_ENV=production\n"
         "LOG_LEVEL=INFO\n"
         "SECRET_KEY=\"molecule-secret-key-4f1c9a\"\n"
-        "OPENAI_API_KEY=sk-molecule-openai-77ab12\n"
+        "OPENAI_API_KEY=sk-molecule-openai-77ab12\n"  # pragma: allowlist secret
         "export ADMIN_KEY='molecule-admin-key-9e3d'\n"
         "REDIS_HOST=redis.internal\n"
-        "REDIS_PASSWORD=molecule-redis-pass-55c0\n"
-        "DATABASE_URL=postgresql://chatmrpt:molecule-db-pass-31aa@db.internal/chatmrpt\n"
+        "REDIS_PASSWORD=molecule-redis-pass-55c0\n"  # pragma: allowlist secret
+        "DATABASE_URL=postgresql://chatmrpt:molecule-db-pass-31aa@db.internal/chatmrpt\n"  # pragma: allowlist secret
     )
 os.chmod(f"{SHARED}/.env", 0o600)
 for name in ("instance", ".env"):
