@@ -14,7 +14,7 @@ help:
 	@echo "make test      every test: lint, syntax, unit, emulator, Molecule, end to end"
 	@echo "make lab-status | lab-down    look at / remove the local estate"
 	@echo "make drift ENV=staging        exit non-zero if AWS differs from the code"
-	@echo "make teardown ENV=staging     remove an environment's AWS resources"
+	@echo "make teardown ENV=staging     remove an environment's AWS resources (production: ARGS='-e teardown_confirm_production=true')"
 
 setup:
 	@scripts/setup.sh
@@ -38,7 +38,8 @@ lint: setup
 	$(VENV)/bin/python -m pytest tests/test_lint.py
 
 drift: setup
-	@scripts/with_env.sh $(ENV) $(VENV)/bin/ansible-playbook -i inventories/$(ENV) playbooks/drift_check.yml
+	@scripts/with_env.sh $(ENV) $(VENV)/bin/python scripts/drift_check.py $(ENV)
 
+# Production needs ARGS='-e teardown_confirm_production=true'.
 teardown: setup
-	@scripts/with_env.sh $(ENV) $(VENV)/bin/ansible-playbook -i inventories/$(ENV) playbooks/teardown.yml
+	@scripts/with_env.sh $(ENV) $(VENV)/bin/ansible-playbook -i inventories/$(ENV) playbooks/teardown.yml $(ARGS)
