@@ -33,16 +33,14 @@ import base64
 import datetime
 import json
 import subprocess
-import urllib.request
 
-import boto3
 import pytest
 
-from helpers import ROOT, VENV_BIN, PlaybookRun, run_playbook
+from emulator import client, expected_tags, group, reset_moto, run_ok, tags_of
+from helpers import ROOT, VENV_BIN, run_playbook
 
 pytestmark = pytest.mark.slow
 
-REGION = "us-east-2"
 TAGS = "network,iam,loadbalancer,compute,cdn"
 PREFIX = {"staging": "ChatMRPT-Staging", "production": "ChatMRPT-Production"}
 ASG_MAX = {"staging": 2, "production": 3}  # inventories/<env>/group_vars/all/aws_compute.yml
@@ -54,38 +52,6 @@ EXCUSED_ON_REAPPLY = {
     "aws_cdn : Manage the CloudFront distribution":
         "moto echoes defaults, the module reports changed on every run (lab-notes)",
 }
-
-
-def client(aws_env, service):
-    return boto3.client(service, region_name=REGION, endpoint_url=aws_env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
-
-
-def reset_moto(aws_env):
-    request = urllib.request.Request(f"{aws_env['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-
-
-def tags_of(items):
-    return {t["Key"]: t["Value"] for t in items or []}
-
-
-def expected_tags(env, role):
-    return {"Project": "chatmrpt", "Environment": env, "ManagedBy": "ansible", "Role": role}
-
-
-def run_ok(run: PlaybookRun) -> PlaybookRun:
-    assert run.returncode == 0, run.output[-8000:]
-    assert run.recap and all(h["failed"] == 0 and h["unreachable"] == 0 for h in run.recap.values()), run.output[-8000:]
-    return run
-
-
-def group(aws_env, name):
-    groups = client(aws_env, "ec2").describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
-    assert len(groups) == 1, f"{name}: {len(groups)} groups"
-    return groups[0]
 
 
 def live_instances(aws_env, env):

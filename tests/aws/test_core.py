@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import urllib.request
 
-import boto3
 import pytest
 
+from emulator import REGION, client, expected_tags, group, reset_moto, run_ok, tags_of
 from helpers import ROOT, VENV_BIN, PlaybookRun, run_playbook
 
 # moto answers a gp3 RDS instance without StorageThroughput, and rds_instance crashes
@@ -32,33 +31,6 @@ ENVIRONMENTS = ("staging", "production")
 PREFIX = {"staging": "ChatMRPT-Staging", "production": "ChatMRPT-Production"}
 LOWER = {"staging": "chatmrpt-staging", "production": "chatmrpt-production"}
 EMAILS = ["chatmrpt-ops@example.org"]  # inventories/{staging,production}/group_vars/all/aws_monitoring.yml
-REGION = "us-east-2"
-
-
-def client(aws_env, service):
-    return boto3.client(service, region_name=REGION, endpoint_url=aws_env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
-
-
-def tags_of(items, key="Key", value="Value"):
-    return {t[key]: t[value] for t in items or []}
-
-
-def expected_tags(env, role):
-    return {"Project": "chatmrpt", "Environment": env, "ManagedBy": "ansible", "Role": role}
-
-
-def run_ok(run: PlaybookRun) -> PlaybookRun:
-    assert run.recap and all(h["failed"] == 0 and h["unreachable"] == 0 for h in run.recap.values()), run.output[-6000:]
-    assert run.returncode == 0, run.output[-6000:]
-    return run
-
-
-def group(aws_env, name):
-    groups = client(aws_env, "ec2").describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
-    assert len(groups) == 1, f"{name}: {len(groups)} groups"
-    return groups[0]
 
 
 def ssm_names(aws_env, path):
@@ -76,8 +48,7 @@ def core(aws_env):
     # have left staging/production converged. "Check mode on an empty account" needs an
     # empty one, so this module starts from a reset emulator (AWS managed policies and the
     # default VPC come back with it) and removes what it built at its end (test_absent_...).
-    urllib.request.urlopen(urllib.request.Request(f"{aws_env['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST"),
-                           timeout=30)
+    reset_moto(aws_env)
     runs, secrets_first = {}, {}
     for env in ENVIRONMENTS:
         iam, s3, ssm = client(aws_env, "iam"), client(aws_env, "s3"), client(aws_env, "ssm")

@@ -22,38 +22,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 
-import boto3
 import pytest
 
-from helpers import ROOT, PlaybookRun, run_playbook
+from emulator import client, reset_moto, run_ok
+from helpers import ROOT, run_playbook
 
 pytestmark = pytest.mark.slow
 
-REGION = "us-east-2"
 ENV = "staging"
 PREFIX = "ChatMRPT-Staging"
 LOWER = "chatmrpt-staging"
 APPLY_VARS = ("-e", "aws_cdn_enabled=true", "-e", "aws_database_storage_type=gp2")
 TEARDOWN_VARS = ("-e", "aws_database_skip_final_snapshot=true", "-e", "aws_storage_force_destroy=true")
-
-
-def client(aws_env, service):
-    return boto3.client(service, region_name=REGION, endpoint_url=aws_env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
-
-
-def reset_moto(aws_env):
-    request = urllib.request.Request(f"{aws_env['AWS_ENDPOINT_URL']}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 200
-
-
-def run_ok(run: PlaybookRun) -> PlaybookRun:
-    assert run.returncode == 0, run.output[-8000:]
-    assert run.recap and all(h["failed"] == 0 and h["unreachable"] == 0 for h in run.recap.values()), run.output[-8000:]
-    return run
 
 
 def drift_check(aws_env, *args: str) -> subprocess.CompletedProcess:
