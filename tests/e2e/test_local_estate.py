@@ -1,11 +1,12 @@
-"""The main job end to end, as a newcomer runs it: `make demo` twice on a clean lab, then
-`make lab-down`. Resets the local estate (the lab is a single, well-known instance)."""
+"""The main job end to end, as a newcomer runs it: `make demo` twice on a clean lab (the
+session's shared `local_estate`), then `make lab-down` after every other test."""
 
 from __future__ import annotations
 
 import re
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -27,12 +28,8 @@ def port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def demo_runs():
-    sh(*LAB, "down")
-    first = sh("scripts/demo.sh")
-    second = sh("scripts/demo.sh") if first.returncode == 0 else first
-    yield first, second
-    sh(*LAB, "down")
+def demo_runs(local_estate):
+    return local_estate.first, local_estate.second
 
 
 def test_first_run_converges(demo_runs):
@@ -55,11 +52,14 @@ def test_summary_shows_the_app_answering(demo_runs):
     assert "tear down: make lab-down" in second.stdout
 
 
-def test_lab_down_leaves_nothing(demo_runs):
+@pytest.mark.estate_teardown
+def test_lab_down_leaves_nothing(local_estate):
+    lab, env = local_estate.lab, local_estate.env
     assert sh(*LAB, "down").returncode == 0
-    containers = sh("podman", "ps", "-a", "--filter", "label=io.chatmrpt.lab", "--format", "{{.Names}}").stdout
+    containers = sh("podman", "ps", "-a", "--filter", f"label=io.chatmrpt.lab={lab['name']}", "--format", "{{.Names}}").stdout
     assert containers.strip() == ""
-    assert sh("podman", "network", "exists", "chatmrpt-lab").returncode != 0
-    assert not port_open(4566) and not port_open(55432)
-    assert not (ROOT / ".lab").exists()
+    assert sh("podman", "network", "exists", lab["network"]).returncode != 0
+    for port in ("CHATMRPT_LAB_MOTO_PORT", "CHATMRPT_LAB_PG_PORT", "CHATMRPT_LAB_LB_PORT"):
+        assert not port_open(int(env[port])), f"{port} still answers"
+    assert not Path(env["CHATMRPT_LAB_STATE_DIR"]).exists()
     assert sh(*LAB, "status").returncode == 1
