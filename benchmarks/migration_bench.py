@@ -66,6 +66,11 @@ def server_cpu(pg) -> float:
     return total / _TICK
 
 
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def child_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -90,19 +95,31 @@ def run_ours(pg, db_path, workdir, jobs, run=0):
     dsn = pg.create_database(f"ours{run}")
     report = os.path.join(workdir, "ours-report.json")
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "tools")}
+    load = loadavg()
     t0 = time.perf_counter()
+    server_at_verify = None
+    log = []
     with CpuMeter(pg) as cpu:
-        res = subprocess.run([sys.executable, "-m", "chatmrpt_migrate", db_path, "--target",
-                              dsn, "--report", report, "--jobs", str(jobs), "--workdir",
-                              workdir, "-q"], env=env, capture_output=True, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "chatmrpt_migrate", db_path, "--target",
+                                 dsn, "--report", report, "--jobs", str(jobs), "--workdir",
+                                 workdir], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:       # the progress log: note the server CPU when the
+            log.append(line)           # load is done and the verification starts
+            if server_at_verify is None and "verifying staging schemas" in line:
+                server_at_verify = server_cpu(pg)
+        proc.wait()
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"chatmrpt_migrate failed ({res.returncode}):\n{res.stderr}")
+    if proc.returncode != 0:
+        raise SystemExit(f"chatmrpt_migrate failed ({proc.returncode}):\n{''.join(log)}")
     rep = json.load(open(report))
     t = rep["timings"]
     verify = t["verify"]
+    srv_load = server_at_verify - cpu.s0 if server_at_verify is not None else float("nan")
     return dsn, {"wall": wall, "verify": verify, "migrate": wall - verify, "timings": t,
-                 "cpu_client": cpu.client, "cpu_server": cpu.server}
+                 "cpu_client": cpu.client, "cpu_server": cpu.server, "load": load,
+                 "cpu_client_load": t.get("cpu_load"), "cpu_server_load": srv_load,
+                 "verified": all(r["ok"] for r in rep["verification"])}
 
 
 def run_pgloader(pg, db_path, workdir, run=0):
@@ -118,6 +135,7 @@ WITH include drop, create tables, create indexes, reset sequences,
      workers = 4, concurrency = 1, batch rows = 25000, prefetch rows = 25000
 SET work_mem to '64MB', maintenance_work_mem to '256MB';
 """)
+    load = loadavg()
     t0 = time.perf_counter()
     with CpuMeter(pg) as cpu:
         res = subprocess.run(["pgloader", "--dynamic-space-size", "8192",
@@ -128,7 +146,7 @@ SET work_mem to '64MB', maintenance_work_mem to '256MB';
     if res.returncode != 0:
         print(res.stdout[-3000:], res.stderr[-3000:], file=sys.stderr)
         raise SystemExit("pgloader failed")
-    return {"wall": wall, "cpu_client": cpu.client, "cpu_server": cpu.server}
+    return {"wall": wall, "cpu_client": cpu.client, "cpu_server": cpu.server, "load": load}
 
 
 def prepare_floor(pg, ours_dsn, workdir):
@@ -197,6 +215,7 @@ def run_floor(pg, plan, run=0):
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
+    la = loadavg()
     t0 = time.perf_counter()
     with CpuMeter(pg) as cpu:
         th = [threading.Thread(target=load, args=(g,)) for g in groups]
@@ -216,7 +235,7 @@ def run_floor(pg, plan, run=0):
                 c.execute(f'ALTER TABLE floor."{t}" ALTER COLUMN "{col}" SET DEFAULT '
                           f"nextval('floor.\"{t}_{col}_seq\"')")
     return {"wall": time.perf_counter() - t0, "cpu_client": cpu.client,
-            "cpu_server": cpu.server}
+            "cpu_server": cpu.server, "load": la}
 
 
 def _median(runs, key):
@@ -263,7 +282,9 @@ def main(argv=None) -> int:
                     print(f"round {r + 1}: ours {ours['migrate']:.2f}s (verify "
                           f"{ours['verify']:.2f}s), pgloader "
                           f"{pgl['wall'] if pgl else float('nan'):.2f}s, floor "
-                          f"{floor_runs[-1]['wall']:.2f}s", flush=True)
+                          f"{floor_runs[-1]['wall']:.2f}s (load average {ours['load']:.1f}, "
+                          f"{pgl['load'] if pgl else float('nan'):.1f}, "
+                          f"{floor_runs[-1]['load']:.1f})", flush=True)
             finally:
                 if plan:
                     shutil.rmtree(plan["dir"], ignore_errors=True)
@@ -271,6 +292,8 @@ def main(argv=None) -> int:
                "floor": _median(floor_runs, "wall")}
         if pgl_runs:
             med["pgloader"] = _median(pgl_runs, "wall")
+        if not all(o["verified"] for o in ours_runs):
+            raise SystemExit("ours: verification did not pass")
         res = {"rows": rows, "sqlite_mb": round(size / 1e6), "runs": args.repeat,
                "median_seconds": med, "ours": ours_runs, "pgloader": pgl_runs,
                "floor": floor_runs}
@@ -283,6 +306,10 @@ def main(argv=None) -> int:
                     if runs else "")
         print(line.format("ours (snapshot+analyse+load+keys+FKs+swap)", med["ours"],
                           rows / med["ours"], cpu(ours_runs)))
+        print(line.format("ours, CPU of the part before verification",
+                          med["ours"], rows / med["ours"],
+                          f"{_median(ours_runs, 'cpu_client_load'):.1f} + "
+                          f"{_median(ours_runs, 'cpu_server_load'):.1f}"))
         print(line.format("ours: verification (separate)", med["verify"],
                           rows / max(med["verify"], 1e-9), ""))
         if pgl_runs:
@@ -295,7 +322,12 @@ def main(argv=None) -> int:
         t = ours_runs[len(ours_runs) // 2]["timings"]
         print(f"\nours breakdown (one run): snapshot {t.get('snapshot')}s, listing "
               f"{t.get('analyse')}s, analyse+load+indexes {t.get('load_and_indexes')}s, "
-              f"FKs {t.get('foreign_keys')}s, swap {t.get('swap')}s")
+              f"FKs {t.get('foreign_keys')}s, swap {t.get('swap')}s; client CPU: load "
+              f"{t.get('cpu_load')}s, verification {t.get('cpu_verify')}s")
+        print("load average (1 min) at the start of each method, per round: " + "; ".join(
+            f"ours {o['load']:.1f}, pgloader {p['load'] if p else float('nan'):.1f}, "
+            f"floor {f['load']:.1f}"
+            for o, p, f in zip(ours_runs, pgl_runs or [None] * len(ours_runs), floor_runs)))
         if pgl_runs:
             res["ours_vs_pgloader_throughput"] = med["pgloader"] / med["ours"]
             print(f"ours vs pgloader throughput: {res['ours_vs_pgloader_throughput']:.2f}x "

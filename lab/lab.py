@@ -280,9 +280,18 @@ def cmd_status() -> int:
     return 0 if all(checks.values()) else 1
 
 
+def lab_golden_images() -> list[str]:
+    """The golden images playbooks/golden_ami.yml committed in this lab (labelled with its name)."""
+    out = run("podman", "images", "--filter", f"label={LABEL}={NETWORK}", "--filter",
+              "reference=localhost/chatmrpt-golden", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
+    return sorted(set(out.split()))
+
+
 def cmd_down() -> int:
     for name in lab_containers():
         run("podman", "rm", "-f", "-t", "5", name, check=False)
+    for image in lab_golden_images():  # other labs' images carry their own lab name
+        run("podman", "rmi", image, check=False)
     if run("podman", "network", "exists", NETWORK, check=False).returncode == 0:
         run("podman", "network", "rm", "-f", NETWORK, check=False)
     pid = pid_alive(STATE / "moto.pid")
@@ -293,7 +302,7 @@ def cmd_down() -> int:
         os.kill(pid, signal.SIGTERM)
     pg_down()
     shutil.rmtree(STATE, ignore_errors=True)
-    log("down: containers, network, emulator, PostgreSQL, load balancer and state removed")
+    log("down: containers, golden images, network, emulator, PostgreSQL, load balancer and state removed")
     return 0
 
 

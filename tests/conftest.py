@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, VENV_BIN, PlaybookRun, base_env, free_port, wait_port
+# The drills' fixture and their summary line at the end of the session (tests/drill_summary.py).
+from drill_summary import drill, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
 
 LAB = [str(VENV_BIN / "python"), "lab/lab.py"]
 

@@ -447,7 +447,7 @@ def test_instance_count_scales_by_name(estate, aws_env):
 
 def snapshot(aws_env):
     """What a wrongly accepted input could change: template versions, ASG, target group, instances."""
-    ec2, elb, autoscaling = client(aws_env, "ec2"), client(aws_env, "elbv2"), client(aws_env, "autoscaling")
+    elb, autoscaling = client(aws_env, "elbv2"), client(aws_env, "autoscaling")
     _, versions = launch_template(aws_env, "staging")
     asg = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["ChatMRPT-Staging-ASG"])["AutoScalingGroups"][0]
     tg, attributes = target_group(aws_env, "staging")

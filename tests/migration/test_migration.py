@@ -254,6 +254,117 @@ def test_server_killed_mid_load_then_rerun(pg, tmp_path):
     assert nid == 420_001
 
 
+def _late_surprises_db(path, n=30_000):
+    """A table whose timestamp-looking columns only go wrong deep in the data: ``ts`` has
+    one value that does not convert at row n-5000 (the helper process' half when the
+    table is split), ``zoned`` one value with an offset at row n//2, ``is_flag`` is 0/1
+    except a 2 at row 20 000 (boolean on a sample, bigint on all rows)."""
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, ts TEXT, zoned TEXT, "
+                "body TEXT, score REAL, is_flag INTEGER)")
+    rows = []
+    for i in range(1, n + 1):
+        ts = "2025-02-30T10:00:00" if i == n - 5000 else f"2025-03-01T10:{i % 60:02d}:00"
+        zoned = "2025-03-01T12:00:00+02:00" if i == n // 2 else f"2025-03-01 12:{i % 60:02d}:00"
+        rows.append((i, ts, zoned, f"body {i} \t\n é", i / 7, 2 if i == 20_000 else i % 2))
+    con.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", rows)
+    # only the full analysis sees the 2 in is_flag and the integer among the reals
+    con.execute("CREATE TABLE flags (id INTEGER PRIMARY KEY, is_flag INTEGER, r REAL)")
+    con.executemany("INSERT INTO flags VALUES (?,?,?)",
+                    ((i, 2 if i == 20_000 else i % 2, 7 if i == 21_000 else i / 4)
+                     for i in range(1, n + 1)))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("mode", ["speculative", "split"])
+def test_late_bad_timestamp_reloads_as_text_split_load(fresh_db, tmp_path, monkeypatch,
+                                                       mode):
+    """Timestamps are checked while streaming (optimistic timestamptz): a bad value deep
+    in the data makes the table reload with that column as text, the same plan as the
+    full up-front analysis (--dry-run).  ``speculative``: the load starts on a 100-row
+    sample's plan (the flags table's plan differs: reloaded); ``split``: the rows are
+    encoded by two processes (the bad timestamp is in the helper's half)."""
+    from chatmrpt_migrate import loader
+    if mode == "split":
+        monkeypatch.setattr(loader, "SPLIT_ROWS", 1000)     # split the 30 000-row tables
+        monkeypatch.setattr(loader, "SPLIT_MIN_CPUS", 1)    # (off on < 4 CPUs by default)
+    else:
+        monkeypatch.setattr(loader, "SPECULATE_ROWS", 1000)
+        monkeypatch.setattr(loader, "SAMPLE_ROWS", 100)
+    src = tmp_path / "late.db"
+    _late_surprises_db(src)
+    plan_rep, rep = tmp_path / "plan.json", tmp_path / "rep.json"
+    assert run(src, "--dry-run", "--report", plan_rep) == 0
+    assert run(src, "--target", fresh_db, "--report", rep) == 0
+    report = json.loads(rep.read_text())
+    assert [(r["table"], r["ok"], r["target_rows"]) for r in report["verification"]] == [
+        ("events", True, 30_000), ("flags", True, 30_000)]
+    loads = report["timings"]["tables"]
+    assert loads["late.events"]["reloads"] == 1      # ts rejected
+    # speculative: sampled plan != full plan -> loaded again; split: full plan first
+    assert loads["late.flags"]["reloads"] == (1 if mode == "speculative" else 0)
+    assert {loads[k]["encoders"] for k in loads} == {2 if mode == "split" else 1}
+
+    def types(r):
+        return {(t["table"], c["name"]): (c["pg_type"], c["reason"])
+                for t in json.loads(r.read_text())["plan"][0]["tables"] for c in t["columns"]}
+    assert types(rep) == types(plan_rep)
+    assert coltypes(fresh_db, "late", "events") == {
+        "id": "bigint", "ts": "text", "zoned": "timestamp with time zone",
+        "body": "text", "score": "double precision", "is_flag": "bigint"}
+    assert coltypes(fresh_db, "late", "flags") == {
+        "id": "bigint", "is_flag": "bigint", "r": "double precision"}
+    assert q(fresh_db, "SELECT count(*), sum(is_flag) FROM late.flags") == [(30_000, 15_002)]
+    assert q(fresh_db, "SELECT r FROM late.flags WHERE id IN (20999, 21000) ORDER BY id") == [
+        (20999 / 4,), (7.0,)]
+    assert q(fresh_db, "SELECT ts FROM late.events WHERE id = 25000") == [
+        ("2025-02-30T10:00:00",)]
+    (z,) = q(fresh_db, "SELECT zoned FROM late.events WHERE id = 15000")[0]
+    assert z.isoformat() == "2025-03-01T10:00:00+00:00"       # +02:00 -> UTC
+    assert q(fresh_db, "SELECT count(*), sum(id) FROM late.events") == [
+        (30_000, 30_000 * 30_001 // 2)]
+    assert run("verify", src, "--target", fresh_db) == 0
+
+
+def test_server_stopped_at_pause_hook_then_rerun(pg, tmp_path):
+    """The drill's injection point: CHATMRPT_MIGRATE_PAUSE_AT stops the loader inside the
+    COPY transaction of a table; PostgreSQL is stopped there; the run exits 4, the live
+    schema is as before; a rerun completes."""
+    dsn = pg.create_database("paused")
+    src = tmp_path / "interactions.db"
+    chatmrpt_data.build_big_messages(str(src), 5_000)
+    assert run(src, "--target", dsn, "-q") == 0
+    snap = "SELECT count(*), md5(string_agg(m::text, '|' ORDER BY message_id)) " \
+           "FROM interactions.messages m"
+    before = q(dsn, snap)
+    con = sqlite3.connect(src)
+    con.executemany("INSERT INTO messages (session_id, content) VALUES (?,?)",
+                    (("s1", "z" * 200) for _ in range(150_000)))
+    con.commit()
+    con.close()
+    flag = tmp_path / "paused"
+    env = {**TOOL_ENV, "CHATMRPT_MIGRATE_PAUSE_AT": "messages:20000",
+           "CHATMRPT_MIGRATE_PAUSE_FILE": str(flag), "CHATMRPT_MIGRATE_PAUSE_TIMEOUT": "120"}
+    proc = subprocess.Popen([sys.executable, "-m", "chatmrpt_migrate", str(src), "--target",
+                             dsn], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 90
+    while not flag.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), proc.communicate()[0]
+    assert json.loads(flag.read_text())["table"] == "messages"
+    pg.restart(mode="immediate")
+    flag.unlink()
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 4, out
+    assert "target unchanged" in out
+    assert q(dsn, snap) == before
+    assert run(src, "--target", dsn, "-q") == 0
+    assert q(dsn, "SELECT count(*) FROM interactions.messages") == [(155_000,)]
+    assert not [s for s in schemas(dsn) if s.endswith("__staging")]
+
+
 def test_target_from_ssm_and_password_masked(pg, fresh_db, instance_dir, capsys, tmp_path,
                                              monkeypatch):
     moto = pytest.importorskip("moto")

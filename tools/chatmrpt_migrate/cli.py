@@ -107,6 +107,12 @@ class Output:
         print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process and its reaped children (the loader processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def plan_dict(dbs) -> list[dict]:
     out = []
     for db in dbs:
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     out = Output(args.quiet)
+    cpu0 = cpu_now()
     report: dict = {"tool": "chatmrpt-migrate", "version": __version__,
                     "command": args.command,
                     "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
@@ -282,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         report["timings"]["tables"] = loader.timings
         out.log("loaded; verifying staging schemas")
         t = time.perf_counter()
+        cpu1 = cpu_now()
         results = verify(target, dbs, lambda db: db.schema + STAGING, args.jobs, out.log)
         report["timings"]["verify"] = round(time.perf_counter() - t, 3)
+        # client CPU seconds (this process + loader processes; not PostgreSQL's): from
+        # the start (snapshot, analysis, load, keys, FKs) and of the verification
+        report["timings"]["cpu_load"] = round(cpu1 - cpu0, 3)
+        report["timings"]["cpu_verify"] = round(cpu_now() - cpu1, 3)
         report["verification"] = results
         report["plan"] = plan_dict(dbs)
         print_results(results)

@@ -8,16 +8,26 @@ the server's) as soon as their table is committed.
 
 from __future__ import annotations
 
+import copy
+import fcntl
+import json
 import multiprocessing
 import os
+import queue
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
 import psycopg
+from psycopg import pq
+from psycopg._copy_base import format_row_binary   # psycopg's (C) binary row encoder
+from psycopg.adapt import AdaptersMap, Transformer
+from psycopg.types.string import BytesBinaryDumper
 
-from .source import (Database, MigrationError, Table, _fromiso, analyse_table,
-                     count_orphans, open_snapshot, qi, recheck_nul, ts_from_text)
+from .source import (Database, MigrationError, Table, TimestampRejected, _fromiso,
+                     analyse_table, count_orphans, open_snapshot, qi, recheck_nul,
+                     ts_from_text, ts_rejected, ts_values_check)
 
 STAGING = "__staging"
 PREVIOUS = "__previous"
@@ -47,6 +57,24 @@ def _mixed(col):
     return list(map(_mixed_bytes, col))
 
 
+def _ts_checked(name: str, nulls: bool):
+    """Optimistic timestamptz column: check every value with the analysis' rules while
+    streaming; TimestampRejected makes the loader reload the table with it as text."""
+    def conv(col):
+        if nulls:
+            vals = [v.decode() for v in col if v is not None]
+        else:
+            vals = list(map(bytes.decode, col))
+        parsed = ts_values_check(vals)
+        if parsed is None:
+            raise TimestampRejected(name)
+        if not nulls or len(parsed) == len(col):
+            return parsed
+        it = iter(parsed)
+        return [None if v is None else next(it) for v in col]
+    return conv
+
+
 def column_plan(c):
     """(SELECT expression, binary COPY wire type, column-batch conversion or None).
 
@@ -63,6 +91,8 @@ def column_plan(c):
         return (f"CAST({q} AS REAL)" if c.conv == "float" else q), "float8", None
     if t == "timestamptz":
         # same 8-byte wire format as timestamp; the datetimes are naive UTC
+        if c.conv == "ts_check":
+            return q, "timestamp", _ts_checked(c.name, bool(c.nulls))
         fn = {"ts_naive": _ts_naive_nulls if c.nulls else _ts_naive, "ts": _ts_zoned}
         return q, "timestamp", fn.get(c.conv)
     if t in ("text", "bytea"):
@@ -89,8 +119,27 @@ def staging(db: Database) -> str:
     return db.schema + STAGING
 
 
-def load_table(dsn: str, mwm: str, schema: str, snapshot: str, t: Table):
+SPECULATE_ROWS = 50_000   # tables at least this big start loading on a sampled plan
+SAMPLE_ROWS = 2_000
+
+
+class _Replan(Exception):
+    """The full analysis chose another plan than the sample: reload with it."""
+
+
+def _plan_key(t: Table):
+    return ([(c.name, c.pg_type, c.conv) for c in t.columns], bool(t.pk_skipped))
+
+
+def load_table(dsn: str, mwm: str, schema: str, snapshot: str, t: Table, jobs: int = 1):
     """Worker process: analyse one table, CREATE it and COPY its rows, COMMIT.
+
+    Big tables (``SPECULATE_ROWS``, unless their load is split) do not wait for their
+    analysis: the load starts on
+    the plan of the first ``SAMPLE_ROWS`` rows while the full analysis runs in a thread
+    (its SQLite scans release the GIL); before COMMIT the two plans are compared and,
+    when they differ, the transaction is rolled back and the table loaded again with
+    the full plan.  The committed plan is therefore always the full analysis' plan.
 
     Returns (table with its types, warnings, log line, timings).  Errors come back as
     MigrationError (psycopg errors do not cross process boundaries reliably).
@@ -99,60 +148,344 @@ def load_table(dsn: str, mwm: str, schema: str, snapshot: str, t: Table):
     fail_hook = fail_hook_from_env()
     t0 = time.perf_counter()
     src = open_snapshot(snapshot)
+    full = None
     try:
-        analyse_table(src, schema, t, warnings.append, nul_check=False)
+        # not with a split load: the helper is forked, and forking while the analysis
+        # thread is inside SQLite could copy a held SQLite mutex into the child
+        if t.rows >= SPECULATE_ROWS and not _split_wanted(t, jobs):
+            full = _FullAnalysis(snapshot, schema, t)
+            analyse_table(src, schema, t, lambda _m: None, nul_check=False, ts_full=False,
+                          sample=SAMPLE_ROWS)
+        else:
+            analyse_table(src, schema, t, warnings.append, nul_check=False, ts_full=False)
         t1 = time.perf_counter()
         src.text_factory = bytes
-        try:
-            _copy_table(dsn, mwm, schema, src, t, fail_hook)
-        except (psycopg.errors.CharacterNotInRepertoire,
-                psycopg.errors.UntranslatableCharacter):
-            # PostgreSQL text cannot hold NUL bytes: find such columns, map them to bytea
-            # and load the table again (its transaction was rolled back).
-            if not recheck_nul(src, schema, t, warnings.append):
-                raise
-            _copy_table(dsn, mwm, schema, src, t, fail_hook)
+        nul_checked = False
+        reloads = 0
+        encoders = 1
+        while True:
+            try:
+                check = None
+                if full:
+                    def check(spec=t):
+                        if _plan_key(spec) != _plan_key(full.result()):
+                            raise _Replan()
+                encoders = _copy_table(dsn, mwm, schema, src, t, fail_hook, jobs, snapshot,
+                                       check)
+                break
+            except _Replan:
+                pass
+            except TimestampRejected as e:
+                # a value of an optimistic timestamptz column does not convert: the
+                # column is text (as the full analysis would say); load again (the
+                # table's transaction was rolled back)
+                if full:
+                    t = full.result()
+                if next(c for c in t.columns if c.name == e.column).conv == "ts_check":
+                    ts_rejected(schema, t, e.column, warnings.append)
+            except (psycopg.errors.CharacterNotInRepertoire,
+                    psycopg.errors.UntranslatableCharacter):
+                # PostgreSQL text cannot hold NUL bytes: find such columns, map them to
+                # bytea and load the table again (its transaction was rolled back).
+                if full:
+                    t = full.result()
+                if nul_checked or not recheck_nul(src, schema, t, warnings.append):
+                    raise
+                nul_checked = True
+            reloads += 1
+            if full:     # from now on: the full plan (+ what the reloads found)
+                t = full.result()
+                warnings[:0] = full.warnings
+                full = None
+        if full:         # loaded on the sampled plan, which equals the full one
+            t = full.result()
+            warnings[:0] = full.warnings
+        for c in t.columns:
+            if c.conv == "ts_check":   # every value converted
+                c.conv = "ts"
     except psycopg.Error as e:
         raise MigrationError(f"{schema}.{t.name}: {e.__class__.__name__}: {e}") from None
     finally:
+        if full:
+            full.join()
         src.close()
     t2 = time.perf_counter()
     return (t, warnings,
             f"  loaded {schema}.{t.name}: {t.rows} rows, analysis {t1 - t0:.2f}s, "
-            f"COPY {t2 - t1:.2f}s",
-            {"analyse": round(t1 - t0, 3), "copy": round(t2 - t1, 3)})
+            f"COPY {t2 - t1:.2f}s" + (f" (loaded again {reloads}x: plan changed)"
+                                      if reloads else ""),
+            {"analyse": round(t1 - t0, 3), "copy": round(t2 - t1, 3), "reloads": reloads,
+             "encoders": encoders})
 
 
-def _copy_table(dsn, mwm, schema, src, t: Table, fail_hook) -> None:
+class _FullAnalysis:
+    """:func:`analyse_table` of a copy of the table in a thread, on its own connection."""
+
+    def __init__(self, snapshot: str, schema: str, t: Table):
+        self.t = copy.deepcopy(t)
+        self.warnings: list[str] = []
+        self.error: BaseException | None = None
+
+        def run():
+            try:
+                con = open_snapshot(snapshot)
+                try:
+                    analyse_table(con, schema, self.t, self.warnings.append,
+                                  nul_check=False, ts_full=False)
+                finally:
+                    con.close()
+            except BaseException as e:  # noqa: BLE001  re-raised by result()
+                self.error = e
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def result(self) -> Table:
+        self.thread.join()
+        if self.error:
+            raise self.error
+        return self.t
+
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)   # binary COPY header: no flags, no extension
+TRAILER = b"\xff\xff"
+CHUNK = 1 << 20          # bytes of encoded rows per write / per message from the helper
+SPLIT_ROWS = 100_000     # tables at least this big are encoded by two processes ...
+SPLIT_MIN_CPUS = 4       # ... on machines with this many CPUs: measured slower on 2 cores
+
+
+class _EncoderContext:
+    """Adaptation context of the row encoder: psycopg's default map, except that bytea's
+    binary dumper is the plain (C) bytes dumper: the default one for that OID is
+    ``dbapi20.BinaryBinaryDumper``, a Python-level method call per value (5x slower)."""
+    adapters = AdaptersMap(psycopg.adapters)
+    adapters.register_dumper(bytes, BytesBinaryDumper)
+    connection = None
+
+
+def _transformer(plan):
+    tx = Transformer(_EncoderContext)
+    tx.set_dumper_types([psycopg.adapters.types[w].oid for _e, w, _f in plan],
+                        pq.Format.BINARY)
+    return tx
+
+
+def _batches(src, t: Table, plan, fns, where: str = "", params=()):
+    """(row count, rows ready for the binary encoder) per BATCH rows of ``t``."""
+    cur = src.execute(f"SELECT {', '.join(e for e, _w, _f in plan)} FROM {qi(t.name)}"
+                      f"{where}", params)
+    while True:
+        rows = cur.fetchmany(BATCH)
+        if not rows:
+            return
+        k = len(rows)
+        if fns:
+            cl = list(zip(*rows))
+            for i, f in fns:
+                cl[i] = f(cl[i])
+            rows = zip(*cl)
+        yield k, rows
+
+
+def _rowid_name(t: Table) -> str | None:
+    names = {c.name.lower() for c in t.columns}
+    return next((n for n in ("rowid", "_rowid_", "oid") if n not in names), None)
+
+
+def _split_wanted(t: Table, jobs: int) -> bool:
+    return (jobs >= 2 and t.rows >= SPLIT_ROWS and t.rowid
+            and (os.cpu_count() or 1) >= SPLIT_MIN_CPUS)
+
+
+def _split_point(src, t: Table, jobs: int):
+    """(rowid name, middle rowid) when the table's rows are encoded by two processes."""
+    if not _split_wanted(t, jobs):
+        return None
+    rid = _rowid_name(t)
+    if rid is None:
+        return None
+    lo, hi = src.execute(f"SELECT min({rid}), max({rid}) FROM {qi(t.name)}").fetchone()
+    if lo is None or hi - lo < 2:
+        return None
+    return rid, lo + (hi - lo) // 2
+
+
+def _readn(fd: int, n: int) -> bytes | None:
+    out = bytearray()
+    while len(out) < n:
+        b = os.read(fd, n - len(out))
+        if not b:
+            return None
+        out += b
+    return bytes(out)
+
+
+class _Helper:
+    """A forked process that encodes the rows with rowid > ``mid`` of the table being
+    loaded and sends them (whole binary COPY rows, ~1 MB per message) through a pipe;
+    the loader writes them into its own COPY stream between its own batches, so one
+    COPY ... FREEZE transaction gets the rows of two encoding processes.  Messages:
+    1-byte kind + 4-byte length + payload; D data, E end (row count), T timestamp
+    column rejected, X error."""
+
+    def __init__(self, snapshot: str, t: Table, plan, fns, rid: str, mid: int):
+        r, w = os.pipe()
+        try:
+            fcntl.fcntl(w, 1031, CHUNK)   # F_SETPIPE_SZ: fewer wake-ups (best effort)
+        except OSError:
+            pass
+        pid = os.fork()
+        if pid == 0:                      # child: never returns
+            os.close(r)
+            code = 0
+            try:
+                self._child(w, snapshot, t, plan, fns, rid, mid)
+            except TimestampRejected as e:
+                self._send(w, b"T", e.column.encode())
+            except BaseException as e:   # noqa: BLE001  reported to the loader
+                code = 1
+                try:
+                    self._send(w, b"X", f"{e.__class__.__name__}: {e}".encode())
+                except OSError:
+                    pass
+            os._exit(code)
+        os.close(w)
+        self.pid, self.fd = pid, r
+        self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.stop = threading.Event()
+        self.rows = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    @staticmethod
+    def _send(fd: int, kind: bytes, payload) -> None:
+        data = memoryview(kind + len(payload).to_bytes(4, "big") + payload)
+        while data:
+            data = data[os.write(fd, data):]
+
+    @classmethod
+    def _child(cls, w, snapshot, t, plan, fns, rid, mid):
+        src = open_snapshot(snapshot)
+        src.text_factory = bytes
+        tx, fmt = _transformer(plan), format_row_binary
+        buf = bytearray()
+        n = 0
+        for k, rows in _batches(src, t, plan, fns, f" WHERE {rid} > ?", (mid,)):
+            for r in rows:
+                fmt(r, tx, buf)
+            n += k
+            if len(buf) >= CHUNK:
+                cls._send(w, b"D", buf)
+                buf = bytearray()
+        if buf:
+            cls._send(w, b"D", buf)
+        cls._send(w, b"E", n.to_bytes(8, "big"))
+
+    def _read(self) -> None:
+        while True:
+            head = _readn(self.fd, 5)
+            item = ((b"X", b"helper process ended unexpectedly") if head is None else
+                    (head[:1], _readn(self.fd, int.from_bytes(head[1:], "big")) or b""))
+            while not self.stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if item[0] != b"D" or self.stop.is_set():
+                return
+
+    def _handle(self, item, write) -> int:
+        kind, payload = item
+        if kind == b"D":
+            write(payload)
+            return 0
+        if kind == b"E":
+            self.rows = int.from_bytes(payload, "big")
+            return 0
+        if kind == b"T":
+            raise TimestampRejected(payload.decode())
+        raise MigrationError(f"row encoder process: {payload.decode(errors='replace')}")
+
+    def drain(self, write) -> None:
+        """Write what the helper has sent so far (does not wait)."""
+        while self.rows is None:
+            try:
+                item = self.q.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item, write)
+
+    def finish(self, write) -> int:
+        """Write the rest; return the helper's row count."""
+        while self.rows is None:
+            self._handle(self.q.get(), write)
+        return self.rows
+
+    def close(self) -> None:
+        self.stop.set()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        self.reader.join(5)
+        os.close(self.fd)
+
+
+def _copy_table(dsn, mwm, schema, src, t: Table, fail_hook, jobs: int = 1,
+                snapshot: str | None = None, check=None) -> int:
+    """CREATE TABLE + one binary ``COPY ... FREEZE`` in one transaction.  The rows are
+    encoded with psycopg's C row encoder into ~1 MB blocks; a big table's second half
+    (by rowid) is encoded by a helper process (:class:`_Helper`) meanwhile.  Returns the
+    number of encoding processes (1 or 2)."""
     tq = f"{qi(schema + STAGING)}.{qi(t.pg)}"
     pk = set(t.pk) if t.pk and not t.pk_skipped else set()
     plan = [column_plan(c) for c in t.columns]
     fns = [(i, f) for i, (_e, _w, f) in enumerate(plan) if f]
     cols = ", ".join(qi(c.name) for c in t.columns)
+    helper = None
     with connect(dsn) as con:
         con.execute(f"CREATE TABLE {tq} ({', '.join(col_ddl(c, c.name in pk) for c in t.columns)})")
         if t.rows:
-            cur = src.execute(f"SELECT {', '.join(e for e, _w, _f in plan)} FROM {qi(t.name)}")
-            n = 0
-            with con.cursor() as pc, pc.copy(
-                    f"COPY {tq} ({cols}) FROM STDIN (FORMAT BINARY, FREEZE)") as cp:
-                cp.set_types([w for _e, w, _f in plan])
-                wr = cp.write_row
-                while True:
-                    rows = cur.fetchmany(BATCH)
-                    if not rows:
-                        break
-                    n += len(rows)
-                    if fns:
-                        cl = list(zip(*rows))
-                        for i, f in fns:
-                            cl[i] = f(cl[i])
-                        rows = zip(*cl)
-                    for r in rows:
-                        wr(r)
-                    if fail_hook:
-                        fail_hook(t, n)
+            split = _split_point(src, t, jobs) if snapshot else None
+            helper = _Helper(snapshot, t, plan, fns, *split) if split else None
+            where, params = (f" WHERE {split[0]} <= ?", (split[1],)) if split else ("", ())
+            tx, fmt = _transformer(plan), format_row_binary
+            try:
+                with con.cursor() as pc, pc.copy(
+                        f"COPY {tq} ({cols}) FROM STDIN (FORMAT BINARY, FREEZE)") as cp:
+                    write = cp.write
+                    write(SIGNATURE)
+                    buf = bytearray()
+                    n = 0
+                    for k, rows in _batches(src, t, plan, fns, where, params):
+                        for r in rows:
+                            fmt(r, tx, buf)
+                        n += k
+                        if len(buf) >= CHUNK:
+                            write(buf)
+                            buf = bytearray()
+                        if helper:
+                            helper.drain(write)
+                        if fail_hook:
+                            fail_hook(t, n)
+                    if buf:
+                        write(buf)
+                    if helper:
+                        n += helper.finish(write)
+                        if fail_hook:
+                            fail_hook(t, n)
+                    write(TRAILER)
+            finally:
+                if helper:
+                    helper.close()
+        if check:
+            check()    # raises to roll back (the with block's exit) before COMMIT
         con.commit()
+    return 2 if helper else 1
 
 
 class Loader:
@@ -203,7 +536,8 @@ class Loader:
         with ThreadPoolExecutor(self.jobs) as ix, \
                 ProcessPoolExecutor(self.jobs, mp_context=ctx) as ex:
             futs = {ex.submit(load_table, self.dsn, self.mwm, db.schema,
-                              db.source.snapshot or db.source.path, db.tables[i]): (db, i)
+                              db.source.snapshot or db.source.path, db.tables[i],
+                              self.jobs): (db, i)
                     for db, i in tasks}
             if orphans:
                 orphans.start()
@@ -334,14 +668,54 @@ class Loader:
 
 
 def fail_hook_from_env():
-    """Test hook: CHATMRPT_MIGRATE_FAIL_AT=<table>:<rows> raises mid-COPY."""
-    spec = os.environ.get("CHATMRPT_MIGRATE_FAIL_AT")
-    if not spec:
-        return None
-    table, _, rows = spec.partition(":")
-    limit = int(rows or 1)
+    """Test/drill hooks, called after every COPY batch of ``BATCH`` rows (None if unset).
 
-    def hook(t, n):
-        if t.name == table and n >= limit:
-            raise RuntimeError(f"simulated failure while loading {t.name} (test hook)")
-    return hook
+    * ``CHATMRPT_MIGRATE_FAIL_AT=<table>:<rows>``: raise once ``<rows>`` rows of
+      ``<table>`` were sent (exit 4, target unchanged).
+    * ``CHATMRPT_MIGRATE_PAUSE_AT=<table>:<rows>`` + ``CHATMRPT_MIGRATE_PAUSE_FILE=<path>``:
+      once ``<rows>`` rows of ``<table>`` were sent (inside the open COPY transaction),
+      write ``<path>`` (JSON: pid, schema-less table name, rows sent) and wait until it is
+      deleted (at most ``CHATMRPT_MIGRATE_PAUSE_TIMEOUT`` seconds, default 600), then go
+      on.  Lets a drill stop PostgreSQL at a known point of the load.
+    """
+    hooks = []
+    spec = os.environ.get("CHATMRPT_MIGRATE_FAIL_AT")
+    if spec:
+        table, _, rows = spec.partition(":")
+        limit = int(rows or 1)
+
+        def fail(t, n):
+            if t.name == table and n >= limit:
+                raise RuntimeError(f"simulated failure while loading {t.name} (test hook)")
+        hooks.append(fail)
+    spec = os.environ.get("CHATMRPT_MIGRATE_PAUSE_AT")
+    path = os.environ.get("CHATMRPT_MIGRATE_PAUSE_FILE")
+    if spec and path:
+        ptable, _, prows = spec.partition(":")
+        plimit = int(prows or 1)
+        timeout = float(os.environ.get("CHATMRPT_MIGRATE_PAUSE_TIMEOUT", "600"))
+        done = []
+
+        def pause(t, n):
+            if done or t.name != ptable or n < plimit:
+                return
+            done.append(n)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"pid": os.getpid(), "table": t.name, "rows": n}, f)
+            os.replace(tmp, path)
+            deadline = time.monotonic() + timeout
+            while os.path.exists(path):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pause hook: {path} not removed within {timeout:.0f}s")
+                time.sleep(0.05)
+        hooks.append(pause)
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def both(t, n):
+        for h in hooks:
+            h(t, n)
+    return both

@@ -190,6 +190,7 @@ class Table:
     autoincrement: bool = False
     warnings: list = field(default_factory=list)
     pk_skipped: str | None = None
+    rowid: bool = True           # False: WITHOUT ROWID table (the loader cannot split it)
 
     @property
     def pg(self) -> str:
@@ -294,6 +295,32 @@ def ts_column_check(cursor) -> tuple[bool, bool]:
         aware = aware or any(map(_tzinfo, parsed))
 
 
+class TimestampRejected(Exception):
+    """A column planned as timestamptz holds a value that does not convert (loader)."""
+
+    def __init__(self, column: str):
+        super().__init__(column)
+        self.column = column
+
+
+def ts_values_check(values: list) -> list | None:
+    """The :func:`ts_column_check` rules on one batch of ``str`` values (no NULLs), done by
+    the loader while it streams (optimistic timestamptz): the naive-UTC datetimes, or
+    None when a value does not convert (the column must then be text)."""
+    if not values or not all(map(TS_PREFIX_RE.fullmatch, values)):
+        return None if values else []
+    try:
+        parsed = list(map(_fromiso, values))
+    except ValueError:
+        return None
+    if max(map(len, values)) > 26 and not all(ISO_RE.match(v) for v in values if len(v) > 26):
+        return None
+    if any(map(_tzinfo, parsed)):
+        parsed = [v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo is not None else v
+                  for v in parsed]
+    return parsed
+
+
 def _bad_constant(c):
     raise ValueError(c)
 
@@ -354,6 +381,7 @@ def _introspect(con: sqlite3.Connection, src: Source, warn) -> Database:
         t = Table(tname, cols, pk)
         t.rows = con.execute(f"SELECT count(*) FROM {qi(tname)}").fetchone()[0]  # for ordering
         without_rowid = bool(sql and re.search(r"\)\s*WITHOUT\s+ROWID\s*;?\s*$", sql, re.I))
+        t.rowid = not without_rowid
         if len(pk) == 1 and not without_rowid:
             c = next(c for c in cols if c.name == pk[0])
             if c.decl.strip().upper() == "INTEGER":
@@ -430,7 +458,8 @@ _EXPECT = {"INTEGER": "integer", "NUMERIC": "integer", "REAL": "real", "TEXT": "
            "BLOB": "blob", "NONE": "text"}
 
 
-def analyse_table(con, schema: str, t: Table, warn, nul_check: bool) -> None:
+def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
+                  ts_full: bool = True, sample: int | None = None) -> None:
     """Choose the column types of one table (and check its primary key for NULLs).
 
     One scan: count(*), per column count(c) and the number of values of the storage
@@ -438,8 +467,16 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool) -> None:
     and the rows with a NULL in the primary key.  Only columns where the counts differ
     get a full per-class count.  All-text columns whose first values look like
     timestamps/JSON are then checked completely (see :func:`ts_column_check`).
+
+    ``ts_full=False`` (migration): a timestamp candidate is planned as timestamptz with
+    ``conv = "ts_check"`` without the full pass; the loader applies the same rules to
+    every value while it streams (:func:`ts_values_check`) and, when one does not
+    convert, reloads the table with that column as text (:func:`ts_rejected`).
+
+    ``sample=N``: the same on the first N rows only (the loader's speculative plan, see
+    ``loader.load_table``); ``t.rows`` is left alone and every column may hold NULLs.
     """
-    tn = qi(t.name)
+    tn = qi(t.name) if not sample else f"(SELECT * FROM {qi(t.name)} LIMIT {int(sample)})"
     exprs = ["count(*)"]
     for c in t.columns:
         q = qi(c.name)
@@ -447,7 +484,8 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool) -> None:
     exprs.append(("sum(" + " OR ".join(f"{qi(p)} IS NULL" for p in t.pk) + ")")
                  if t.pk else "0")
     r = con.execute(f"SELECT {', '.join(exprs)} FROM {tn}").fetchone()
-    t.rows = r[0]
+    if not sample:
+        t.rows = r[0]
     pk_nulls = r[-1] or 0
     for i, c in enumerate(t.columns):
         q = qi(c.name)
@@ -461,7 +499,7 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool) -> None:
                 f"sum(typeof({q})='text'), sum(typeof({q})='blob') FROM {tn}").fetchone()))
         ni, nr, nt, nb = (counts[k] or 0 for k in ("integer", "real", "text", "blob"))
         c.classes = {k: v for k, v in counts.items() if v}
-        c.nulls = t.rows - nn
+        c.nulls = (r[0] - nn) if not sample else 1
         imin = imax = None
         if ni and (nr or _bool_like(c)):
             imin, imax = con.execute(
@@ -472,7 +510,8 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool) -> None:
             values = f"SELECT {q} FROM {tn} WHERE {q} IS NOT NULL"
             if not con.execute(f"SELECT 1 FROM {sample} WHERE NOT "
                                f"({TS_OK_SQL.format(q='v')}) LIMIT 1").fetchone():
-                ts = ts_column_check(con.execute(values))
+                ts = (ts_column_check(con.execute(values)) if ts_full
+                      else (True, None))
             elif not con.execute(f"SELECT 1 FROM {sample} WHERE NOT "
                                  f"({JSON_OK_SQL.format(q='v')}) LIMIT 1").fetchone():
                 js = all(v[:1] in ("{", "[") and json_ok(v)
@@ -563,7 +602,8 @@ def _decide(c: Column, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul) -> None:
         return
     if ts is not None:
         if ts[0]:
-            c.pg_type, c.conv = "timestamptz", "ts" if ts[1] else "ts_naive"
+            c.pg_type = "timestamptz"
+            c.conv = "ts_check" if ts[1] is None else "ts" if ts[1] else "ts_naive"
             c.reason = "every value is ISO-8601 (zone-less = UTC)"
             return
         c.reason = "ISO-8601-like text but not every value converts -> text"
@@ -575,6 +615,14 @@ def _decide(c: Column, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul) -> None:
         c.reason = "JSON-like text but not every value parses -> text"
     c.pg_type = "text"
     c.reason = c.reason or "all values TEXT"
+
+
+def ts_rejected(schema: str, t: Table, column: str, warn) -> None:
+    """The loader found a value of a planned timestamptz column that does not convert:
+    the column becomes text (what the full analysis would have chosen)."""
+    c = next(c for c in t.columns if c.name == column)
+    c.pg_type, c.conv = "text", None
+    c.reason = "ISO-8601-like text but not every value converts -> text"
 
 
 def recheck_nul(con, schema: str, t: Table, warn) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -195,9 +196,25 @@ def test_crashed_gunicorn_is_back_within_15_seconds(host):
     assert main_pid(host) != old
 
 
+def release_status(*args: str) -> dict:
+    """The `release` entry point's app_release_status (read-only)."""
+    run = playbook("release.yml", *args)
+    assert run.returncode == 0 and run.changed == 0, run.output[-3000:]
+    found = re.search(r'"msg": "RELEASE_STATUS (.*)"$', run.output, re.M)
+    assert found, run.output[-3000:]
+    return json.loads(json.loads(f'"{found.group(1)}"'))
+
+
 def test_deploy_of_a_new_release_loses_no_request(host):
     _, stats_before = http(host, "/api/stats")
+    current = host.file(APP).linked_to.rsplit("/", 1)[1]
+    before = release_status()
+    assert (before["current"], before["target"], before["up_to_date"]) == (current, current, True), before
+    assert before["target_source"] == "file:///srv/sample-app.git@main"
     release = commit(host, "release 2.0.0", "echo 2.0.0 > VERSION")
+    # The `release` entry point sees the new commit on the remote before anything is deployed.
+    planned = release_status()
+    assert (planned["current"], planned["target"], planned["up_to_date"]) == (current, release, False), planned
     load = Load(host)
     run = playbook("deploy.yml")
     result = load.finish()
@@ -206,6 +223,7 @@ def test_deploy_of_a_new_release_loses_no_request(host):
     assert result["sequence"][-1] == "2.0.0" and "1.0.0" in result["sequence"], result
     assert http(host, "/version")[1]["version"] == "2.0.0"
     assert host.file(APP).linked_to == f"{RELEASES}/{release}"
+    assert release_status()["up_to_date"] is True
     # The persistent data survived the switch.
     _, stats_after = http(host, "/api/stats")
     assert stats_after["interactions.db"]["sessions"] >= stats_before["interactions.db"]["sessions"] >= 1

@@ -194,6 +194,10 @@ def test_manifest_matches_every_object_and_records_the_integrity_check(good_run)
     sqlite_entries = [entry for entry in manifest["files"] if entry["kind"] == "sqlite"]
     assert len(sqlite_entries) == len(EXPECTED_DATABASES)
     assert all(entry["integrity_check"] == "ok" for entry in sqlite_entries)
+    # Row counts per table, read from the copy: the WAL's 25 messages are counted too.
+    interactions = next(entry for entry in sqlite_entries if entry["source"] == "interactions.db")
+    assert interactions["rows"]["messages"] == 75
+    assert all(entry["tables"] == len(entry["rows"]) for entry in sqlite_entries)
 
 
 def test_objects_carry_the_sha256_checksum_s3_verified(s3, good_run):

@@ -226,10 +226,13 @@ def integrity_check(path: Path) -> str:
     return "; ".join(str(row[0]) for row in rows)
 
 
-def table_count(path: Path) -> int:
+def table_rows(path: Path) -> dict[str, int]:
+    """Row count of every table (the manifest records them: a restore can be checked against them)."""
     conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]  # noqa: S608
+                for name in names}
     finally:
         conn.close()
 
@@ -315,7 +318,7 @@ def build_local_backup(config: Config, workdir: Path, timestamp: str, errors: li
         try:
             copy_database(source, target)
             check = integrity_check(target)
-            tables = table_count(target)
+            rows = table_rows(target)
         except (sqlite3.Error, OSError) as exc:
             errors.append(f"database {relative}: copy failed: {exc}")
             log.error("database %s: copy failed: %s", relative, exc)
@@ -328,10 +331,10 @@ def build_local_backup(config: Config, workdir: Path, timestamp: str, errors: li
             target.unlink()
             continue
         entry = file_entry(workdir, target_rel, "sqlite", source=relative, integrity_check=check,
-                           tables=tables, mode=stat.S_IMODE(source.stat().st_mode))
+                           tables=len(rows), rows=rows, mode=stat.S_IMODE(source.stat().st_mode))
         files.append(entry)
-        log.info("database %s: copied (%d bytes, %d tables, integrity_check ok, sha256 %s)",
-                 relative, entry["size"], tables, entry["sha256"])
+        log.info("database %s: copied (%d bytes, %d tables, %d rows, integrity_check ok, sha256 %s)",
+                 relative, entry["size"], len(rows), sum(rows.values()), entry["sha256"])
 
     log.info("step 2/6 archives: %s", ", ".join(config.archive_dirs) or "none")
     database_set = {path.resolve() for path in databases}
