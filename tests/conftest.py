@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import molecule_runner
 from helpers import ROOT, VENV_BIN, PlaybookRun, base_env, free_port, wait_port
 # The drills' fixture and their summary line at the end of the session (tests/drill_summary.py).
 from drill_summary import drill, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
@@ -117,6 +118,16 @@ def local_estate() -> Estate:
         failed = second if first.returncode == 0 else first
         pytest.fail("make demo failed on a clean lab:\n" + failed.stdout[-8000:] + failed.stderr[-4000:])
     return estate
+
+
+def pytest_collection_finish(session):
+    """The Molecule scenarios start in the background as soon as they are collected."""
+    if session.config.option.collectonly:
+        return
+    scenarios = [item.callspec.params["scenario"] for item in session.items
+                 if getattr(item, "originalname", "") == "test_molecule_scenario"]
+    if scenarios:
+        molecule_runner.start(scenarios)
 
 
 def pytest_collection_modifyitems(items):

@@ -60,6 +60,8 @@ def drill(request) -> Drill:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if "drill" not in getattr(item, "fixturenames", ()):
+        return  # not a drill
     if report.when == "setup" and report.failed:
         _failed.append(item.nodeid)
     if report.when != "call":

@@ -187,7 +187,7 @@ def local_build(local_estate):
     ec2.create_tags(Resources=[old], Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
     podman("tag", "localhost/chatmrpt-base:latest", f"localhost/chatmrpt-golden:{old}", env=env)
     before = set(golden_images(ec2, "local"))
-    run = local_estate.playbook("playbooks/golden_ami.yml", "-e", "golden_ami_keep=2")
+    run = local_estate.playbook("playbooks/golden_ami.yml", "-e", "golden_ami_keep=1")
     after = golden_images(ec2, "local")
     new = [i for n, i in after.items() if n not in before]
     return {"run": run, "ec2": ec2, "lab": lab, "env": env, "new": new, "old": old, "after": after,
