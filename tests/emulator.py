@@ -45,3 +45,11 @@ def group(aws_env, name):
         Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
     assert len(groups) == 1, f"{name}: {len(groups)} groups"
     return groups[0]
+
+
+def running_app_instances(aws_env, environment="local"):
+    """The running app instances (tag Role=app) of an environment, as EC2 describes them."""
+    reservations = client(aws_env, "ec2").describe_instances(Filters=[
+        {"Name": "tag:Environment", "Values": [environment]}, {"Name": "tag:Role", "Values": ["app"]},
+        {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]

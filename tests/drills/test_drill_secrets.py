@@ -22,10 +22,10 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import boto3
 import pytest
 
 from drills_estate import host_exec, http_json, instances, wait_until
+from emulator import client
 from helpers import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.slow
@@ -53,8 +53,7 @@ def test_secret_scanner_finds_nothing_in_the_repository(drill):
 
 
 def ssm(estate):
-    return boto3.client("ssm", region_name="us-east-2", endpoint_url=estate.env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    return client(estate.env, "ssm")
 
 
 def find_in_controller(paths: list[Path], values: dict[str, str]) -> list[str]:

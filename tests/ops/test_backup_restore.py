@@ -15,8 +15,9 @@ import re
 import subprocess
 import urllib.request
 
-import boto3
 import pytest
+
+from emulator import client, running_app_instances, tags_of
 
 pytestmark = pytest.mark.slow
 
@@ -29,20 +30,13 @@ UNKNOWN_BACKUP = "20000101T000000Z"
 
 
 def aws(estate, service):
-    return boto3.client(service, region_name="us-east-2", endpoint_url=estate.env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    return client(estate.env, service)
 
 
 def app_instances(estate) -> dict[str, dict]:
     """Running app instances of the local estate by Name tag: {name: {id, ip}}."""
-    reservations = aws(estate, "ec2").describe_instances(Filters=[
-        {"Name": "tag:Environment", "Values": ["local"]}, {"Name": "tag:Role", "Values": ["app"]},
-        {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
-    found = {}
-    for instance in (i for r in reservations for i in r["Instances"]):
-        name = next(t["Value"] for t in instance["Tags"] if t["Key"] == "Name")
-        found[name] = {"id": instance["InstanceId"], "ip": instance["PrivateIpAddress"]}
-    return found
+    return {tags_of(i["Tags"])["Name"]: {"id": i["InstanceId"], "ip": i["PrivateIpAddress"]}
+            for i in running_app_instances(estate.env)}
 
 
 def backups(estate, host: str) -> list[str]:

@@ -14,9 +14,9 @@ import re
 import subprocess
 import urllib.request
 
-import boto3
 import pytest
 
+from emulator import client, running_app_instances, tags_of
 from helpers import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.slow
@@ -27,17 +27,12 @@ TIME_LINE = re.compile(r"^recovery time: (?P<seconds>[\d.]+) s \(claimed: under 
 
 
 def aws(estate, service):
-    return boto3.client(service, region_name="us-east-2", endpoint_url=estate.env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    return client(estate.env, service)
 
 
 def app_instances(estate) -> dict[str, str]:
     """Running app instances of the local estate: {instance id: Name}."""
-    reservations = aws(estate, "ec2").describe_instances(Filters=[
-        {"Name": "tag:Environment", "Values": ["local"]}, {"Name": "tag:Role", "Values": ["app"]},
-        {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
-    return {i["InstanceId"]: next(t["Value"] for t in i["Tags"] if t["Key"] == "Name")
-            for r in reservations for i in r["Instances"]}
+    return {i["InstanceId"]: tags_of(i["Tags"])["Name"] for i in running_app_instances(estate.env)}
 
 
 def target_health(estate) -> dict[str, str]:
