@@ -4,16 +4,19 @@
 One run, one throwaway PostgreSQL 15 server (fsync on, max_wal_size 8GB), the same
 generated SQLite database of ChatMRPT's shape (see bench_data.py):
 
-1. ours: ``chatmrpt_migrate`` (snapshot, analysis, binary COPY into a staging schema,
-   keys/indexes/FKs, swap); verification is timed and reported separately;
+1. ours: ``chatmrpt_migrate --snapshot hold``, as the migration playbook runs it with the
+   app stopped (snapshot, analysis, binary COPY into a staging schema, keys/indexes/FKs,
+   swap); verification is timed and reported separately;
 2. pgloader (``--dynamic-space-size 8192``; workers 4, concurrency 1, batch 25000);
 3. the floor: server-side ``COPY ... FROM 'file' (FREEZE)`` of prepared text-format files
    (dumped from the migrated tables, so the data is identical) in 2 sessions, each table
    created in its COPY's transaction, then primary keys, indexes (maintenance_work_mem
    256MB, like ours), foreign keys and the sequence reset.
 
-CPU seconds (client processes + the whole PostgreSQL cluster) are reported too: on a
-shared machine they are steadier than wall seconds.
+Each method starts from the same state: a checkpoint and ``sync`` before it, outside its
+timing; each round's databases are dropped after it.  CPU seconds (client processes + the
+whole PostgreSQL cluster) are reported too: on a shared machine they are steadier than
+wall seconds.
 
 Usage: migration_bench.py [--rows 1260000] [--workdir DIR] [--repeat 1]
 """
@@ -91,6 +94,14 @@ class CpuMeter:
         self.server = server_cpu(self.pg) - self.s0
 
 
+def settle(pg) -> None:
+    """Before each method, outside its timing: the same starting state for all three.
+    A checkpoint, so no method writes out the previous one's dirty buffers, and the OS'
+    dirty pages written (sync), so no method waits on the previous one's writeback."""
+    pg.psql("CHECKPOINT")
+    subprocess.run(["sync"], check=True)
+
+
 def run_ours(pg, db_path, workdir, jobs, run=0):
     dsn = pg.create_database(f"ours{run}")
     report = os.path.join(workdir, "ours-report.json")
@@ -100,10 +111,11 @@ def run_ours(pg, db_path, workdir, jobs, run=0):
     server_at_verify = None
     log = []
     with CpuMeter(pg) as cpu:
+        # --snapshot hold: as the migration playbook runs it (the app is stopped)
         proc = subprocess.Popen([sys.executable, "-m", "chatmrpt_migrate", db_path, "--target",
                                  dsn, "--report", report, "--jobs", str(jobs), "--workdir",
-                                 workdir], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+                                 workdir, "--snapshot", "hold"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:       # the progress log: note the server CPU when the
             log.append(line)           # load is done and the verification starts
             if server_at_verify is None and "verifying staging schemas" in line:
@@ -167,7 +179,10 @@ def prepare_floor(pg, ours_dsn, workdir):
             path = os.path.join(fdir, f"{t}.txt")
             c.execute(f'COPY {SCHEMA}."{t}" TO \'{path}\'')
             cols = c.execute(
-                "SELECT string_agg(format('%%I %%s%%s', attname, format_type(atttypid, atttypmod),"
+                "SELECT string_agg(format('%%I %%s%%s%%s', attname,"
+                " format_type(atttypid, atttypmod),"
+                " CASE WHEN attcollation NOT IN (0, 100) "      # same collations as ours
+                "THEN ' COLLATE ' || attcollation::regcollation::text ELSE '' END,"
                 " CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum) "
                 "FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
                 "AND NOT attisdropped", (f'{SCHEMA}."{t}"',)).fetchone()[0]
@@ -269,8 +284,10 @@ def main(argv=None) -> int:
             try:
                 for r in range(args.repeat):
                     # one round = the three methods back to back (noise hits all of them)
+                    settle(pg)
                     ours_dsn, ours = run_ours(pg, db_path, workdir, args.jobs, r)
                     ours_runs.append(ours)
+                    settle(pg)
                     pgl = run_pgloader(pg, db_path, workdir, r)
                     if pgl is None and not args.skip_pgloader_if_missing:
                         raise SystemExit("pgloader not installed")
@@ -278,7 +295,10 @@ def main(argv=None) -> int:
                         pgl_runs.append(pgl)
                     if plan is None:
                         plan = prepare_floor(pg, ours_dsn, workdir)
+                    settle(pg)
                     floor_runs.append(run_floor(pg, plan, r))
+                    for name in (f"ours{r}", f"pgl{r}", f"floor{r}"):   # keep the disk small
+                        pg.psql(f"DROP DATABASE IF EXISTS {name}")
                     print(f"round {r + 1}: ours {ours['migrate']:.2f}s (verify "
                           f"{ours['verify']:.2f}s), pgloader "
                           f"{pgl['wall'] if pgl else float('nan'):.2f}s, floor "

@@ -11,9 +11,9 @@ from helpers import PlaybookRun
 REGION = "us-east-2"
 
 
-def client(aws_env, service):
+def client(aws_env, service, region=REGION):
     """A boto3 client on the emulator, with its dummy credentials."""
-    return boto3.client(service, region_name=REGION, endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+    return boto3.client(service, region_name=region, endpoint_url=aws_env["AWS_ENDPOINT_URL"],
                         aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
 
 

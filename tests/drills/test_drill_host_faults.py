@@ -19,10 +19,10 @@ import time
 import uuid
 import urllib.request
 
-import boto3
 import pytest
 
 from drills_estate import host_exec, http_json, instances, marker_rows, podman, wait_until
+from emulator import client
 
 pytestmark = pytest.mark.slow
 
@@ -95,17 +95,14 @@ def test_backup_with_s3_unreachable_fails_and_keeps_its_local_copy(s3_down_backu
     # Every database of the instance is in the kept copy (the hand-built job kept only one).
     assert d["live_databases"] and result["databases"] == d["live_databases"], (result, d["live_databases"])
     # Nothing of it reached S3.
-    s3 = boto3.client("s3", region_name=d["config"]["region"], endpoint_url=estate.env["AWS_ENDPOINT_URL"],
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    s3 = client(estate.env, "s3", d["config"]["region"])
     prefix = f"{d['config']['s3_prefix']}{d['config']['host']}/{d['new'][0]}/"
     assert s3.list_objects_v2(Bucket=d["config"]["bucket"], Prefix=prefix).get("KeyCount", 0) == 0
 
 
 def test_failed_backup_publishes_backup_success_zero(s3_down_backup):
     d = s3_down_backup
-    cloudwatch = boto3.client("cloudwatch", region_name=d["config"]["region"],
-                              endpoint_url=d["estate"].env["AWS_ENDPOINT_URL"],
-                              aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    cloudwatch = client(d["estate"].env, "cloudwatch", d["config"]["region"])
     stats = cloudwatch.get_metric_statistics(
         Namespace=d["config"]["metric_namespace"], MetricName="BackupSuccess",
         Dimensions=[{"Name": "Environment", "Value": d["config"]["environment"]},

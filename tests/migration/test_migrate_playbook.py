@@ -13,9 +13,10 @@ import urllib.error
 import urllib.request
 import uuid
 
-import boto3
 import psycopg
 import pytest
+
+from emulator import client
 
 PLAYBOOK = "playbooks/migrate_database.yml"
 SOURCE_NAME = "ChatMRPT-Local-App-1"  # chosen by Name tag, as an operator would
@@ -42,10 +43,8 @@ class Lab:
     def __init__(self, estate):
         self.estate = estate
         self.env = estate.env
-        aws = {"region_name": "us-east-2", "endpoint_url": self.env["AWS_ENDPOINT_URL"],
-               "aws_access_key_id": self.env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": self.env["AWS_SECRET_ACCESS_KEY"]}
-        ec2 = boto3.client("ec2", **aws)
-        self.ssm = boto3.client("ssm", **aws)
+        ec2 = client(self.env, "ec2")
+        self.ssm = client(self.env, "ssm")
         containers = set(podman(self.env, "ps", "--filter", f"label={estate.lab['label']}={estate.lab['name']}",
                                 "--format", "{{.Names}}").split())
         self.hosts = {}  # Name tag -> (instance id, private address)

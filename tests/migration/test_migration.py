@@ -86,6 +86,32 @@ def test_types_are_mapped_as_documented(migrated):
     assert coltypes(dsn, "survey", "survey_triggers")["payload"] == "bytea"
     assert coltypes(dsn, "survey", "survey_responses")["id"] == "bigint"
     assert coltypes(dsn, "interactions", "anomalies")["is_flagged"] == "boolean"
+    # SQLite compares text bytewise (BINARY): every text column gets the "C" collation
+    (text_cols, other) = q(dsn, "SELECT count(*), count(*) FILTER (WHERE collation_name "
+                                "IS DISTINCT FROM 'C') FROM information_schema.columns "
+                                "WHERE table_schema IN ('interactions', 'users', 'survey') "
+                                "AND data_type = 'text'")[0]
+    assert text_cols > 10 and other == 0
+
+
+def test_declared_collation_keeps_the_default_with_a_warning(fresh_db, tmp_path, capsys):
+    """A table that declares COLLATE (not translated) keeps the server's default
+    collation for its text columns and says so; the others get "C"."""
+    src = tmp_path / "coll.db"
+    with sqlite3.connect(src) as c:
+        c.execute("CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE, "
+                  "note TEXT)")
+        c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        c.executemany("INSERT INTO tags (name, note) VALUES (?, ?)", [("B", "x"), ("a", "y")])
+        c.execute("INSERT INTO notes (body) VALUES ('z')")
+    c.close()
+    assert run(src, "--target", fresh_db) == 0
+    assert "tags: COLLATE in its definition not translated" in capsys.readouterr().err
+    assert dict(q(fresh_db, "SELECT table_name || '.' || column_name, collation_name FROM "
+                            "information_schema.columns WHERE table_schema = 'coll' AND "
+                            "data_type = 'text'")) == {
+        "tags.name": None, "tags.note": None, "notes.body": "C"}
+    assert run("verify", src, "--target", fresh_db) == 0
 
 
 def test_values_survive_exactly(migrated, instance_dir):
@@ -256,9 +282,9 @@ def test_server_killed_mid_load_then_rerun(pg, tmp_path):
 
 def _late_surprises_db(path, n=30_000):
     """A table whose timestamp-looking columns only go wrong deep in the data: ``ts`` has
-    one value that does not convert at row n-5000 (the helper process' half when the
-    table is split), ``zoned`` one value with an offset at row n//2, ``is_flag`` is 0/1
-    except a 2 at row 20 000 (boolean on a sample, bigint on all rows)."""
+    one value that does not convert at row n-5000, ``zoned`` one value with an offset at
+    row n//2, ``is_flag`` is 0/1 except a 2 at row 20 000 (boolean on a sample, bigint on
+    all rows)."""
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, ts TEXT, zoned TEXT, "
                 "body TEXT, score REAL, is_flag INTEGER)")
@@ -277,21 +303,14 @@ def _late_surprises_db(path, n=30_000):
     con.close()
 
 
-@pytest.mark.parametrize("mode", ["speculative", "split"])
-def test_late_bad_timestamp_reloads_as_text_split_load(fresh_db, tmp_path, monkeypatch,
-                                                       mode):
+def test_late_bad_timestamp_reloads_as_text(fresh_db, tmp_path, monkeypatch):
     """Timestamps are checked while streaming (optimistic timestamptz): a bad value deep
     in the data makes the table reload with that column as text, the same plan as the
-    full up-front analysis (--dry-run).  ``speculative``: the load starts on a 100-row
-    sample's plan (the flags table's plan differs: reloaded); ``split``: the rows are
-    encoded by two processes (the bad timestamp is in the helper's half)."""
+    full up-front analysis (--dry-run).  The load starts on a 100-row sample's plan (the
+    flags table's plan differs: reloaded)."""
     from chatmrpt_migrate import loader
-    if mode == "split":
-        monkeypatch.setattr(loader, "SPLIT_ROWS", 1000)     # split the 30 000-row tables
-        monkeypatch.setattr(loader, "SPLIT_MIN_CPUS", 1)    # (off on < 4 CPUs by default)
-    else:
-        monkeypatch.setattr(loader, "SPECULATE_ROWS", 1000)
-        monkeypatch.setattr(loader, "SAMPLE_ROWS", 100)
+    monkeypatch.setattr(loader, "SPECULATE_ROWS", 1000)
+    monkeypatch.setattr(loader, "SAMPLE_ROWS", 100)
     src = tmp_path / "late.db"
     _late_surprises_db(src)
     plan_rep, rep = tmp_path / "plan.json", tmp_path / "rep.json"
@@ -302,9 +321,7 @@ def test_late_bad_timestamp_reloads_as_text_split_load(fresh_db, tmp_path, monke
         ("events", True, 30_000), ("flags", True, 30_000)]
     loads = report["timings"]["tables"]
     assert loads["late.events"]["reloads"] == 1      # ts rejected
-    # speculative: sampled plan != full plan -> loaded again; split: full plan first
-    assert loads["late.flags"]["reloads"] == (1 if mode == "speculative" else 0)
-    assert {loads[k]["encoders"] for k in loads} == {2 if mode == "split" else 1}
+    assert loads["late.flags"]["reloads"] == 1      # sampled plan != full plan
 
     def types(r):
         return {(t["table"], c["name"]): (c["pg_type"], c["reason"])
@@ -363,6 +380,75 @@ def test_server_stopped_at_pause_hook_then_rerun(pg, tmp_path):
     assert run(src, "--target", dsn, "-q") == 0
     assert q(dsn, "SELECT count(*) FROM interactions.messages") == [(155_000,)]
     assert not [s for s in schemas(dsn) if s.endswith("__staging")]
+
+
+def test_copy_snapshot_holds_the_lock_while_copying(tmp_path, monkeypatch):
+    """While the copy is made, a writer cannot commit (the read transaction's SHARED
+    lock is held until the copy is complete), so the copy is one committed state."""
+    from chatmrpt_migrate import source
+    src = tmp_path / "interactions.db"
+    chatmrpt_data.build_big_messages(str(src), 100)
+    real_run, seen = subprocess.run, []
+
+    def copy_with_a_writer(argv, **kw):
+        w = real_run([sys.executable, "-c",
+                      "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0.3)\n"
+                      "c.execute('DELETE FROM messages'); c.commit()", str(src)],
+                     capture_output=True, text=True)
+        seen.append(w.stderr)
+        return real_run(argv, **kw)
+    monkeypatch.setattr(source.subprocess, "run", copy_with_a_writer)
+    s = source.Source(str(src), "interactions")
+    snap = source.take_snapshot(s, str(tmp_path))
+    assert "database is locked" in seen[0]
+    with sqlite3.connect(snap) as c:
+        assert c.execute("SELECT count(*) FROM messages").fetchone() == (100,)
+    source.release(s)
+    assert not os.path.exists(snap)
+
+
+@pytest.mark.parametrize("mode", ["copy", "hold"])
+def test_snapshot_modes_keep_one_committed_state(pg, tmp_path, mode):
+    """A write committed during the run never reaches the target.  ``copy``: the write
+    goes through while the run reads its copy; ``hold``: no copy is made and the writer
+    cannot commit until the run ends (the app is stopped for such runs)."""
+    dsn = pg.create_database(f"snap_{mode}")
+    src = tmp_path / "interactions.db"
+    chatmrpt_data.build_big_messages(str(src), 5_000)
+    work = tmp_path / "work"
+    work.mkdir()
+    flag = tmp_path / "paused"
+    env = {**TOOL_ENV, "CHATMRPT_MIGRATE_PAUSE_AT": "messages:1",
+           "CHATMRPT_MIGRATE_PAUSE_FILE": str(flag), "CHATMRPT_MIGRATE_PAUSE_TIMEOUT": "120"}
+    proc = subprocess.Popen([sys.executable, "-m", "chatmrpt_migrate", str(src), "--target",
+                             dsn, "--snapshot", mode, "--workdir", str(work)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 90
+    while not flag.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), proc.communicate()[0]
+    copies = os.listdir(work)
+    writer = sqlite3.connect(src, timeout=0.5)
+    writer.execute("INSERT INTO messages (session_id, content) VALUES ('s1', 'late')")
+    try:
+        writer.commit()
+        committed = True
+    except sqlite3.OperationalError as e:
+        assert "locked" in str(e)
+        writer.rollback()
+        committed = False
+    flag.unlink()
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert q(dsn, "SELECT count(*) FROM interactions.messages") == [(5_000,)]
+    if mode == "copy":
+        assert len(copies) == 1 and committed
+    else:
+        assert copies == [] and not committed
+        writer.execute("INSERT INTO messages (session_id, content) VALUES ('s1', 'after')")
+        writer.commit()                # the run ended: writers go on
+    writer.close()
+    assert os.listdir(work) == []
 
 
 def test_target_from_ssm_and_password_masked(pg, fresh_db, instance_dir, capsys, tmp_path,

@@ -19,9 +19,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import boto3
 import pytest
 
+from emulator import client
 from helpers import ROOT
 from traffic import Traffic
 
@@ -79,9 +79,7 @@ def host_state(estate, host: str) -> dict:
 
 
 def target_health(estate) -> dict[str, str]:
-    env = estate.env
-    elb = boto3.client("elbv2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    elb = client(estate.env, "elbv2", estate.env["AWS_REGION"])
     group = elb.describe_target_groups(Names=["ChatMRPT-Local-TG"])["TargetGroups"][0]
     health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
     return {t["Target"]["Id"]: t["TargetHealth"]["State"] for t in health}

@@ -14,7 +14,7 @@ import time
 from . import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_ORPHANS,
                EXIT_USAGE, __version__)
 from .source import (MigrationError, analyse, check_foreign_keys, count_orphans, discover,
-                     introspect, take_snapshot)
+                     introspect, release, take_snapshot)
 
 ENV_TARGET = "CHATMRPT_MIGRATE_TARGET"
 
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--report", metavar="FILE", help="write a JSON report here")
     common.add_argument("--jobs", type=int, default=2, help="parallel loaders (default 2)")
     common.add_argument("--workdir", help="directory for snapshot copies (default: TMPDIR)")
+    common.add_argument("--snapshot", choices=("copy", "hold"), default="copy",
+                        help="copy: copy each database inside a read transaction (writers "
+                             "wait for the copy only); hold: no copy, the read transaction "
+                             "is held for the whole run (writers wait until it ends: for "
+                             "when the app is stopped). WAL databases are always copied. "
+                             "Default: copy")
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and result")
     p = argparse.ArgumentParser(
         prog="chatmrpt-migrate",
@@ -121,6 +127,7 @@ def plan_dict(dbs) -> list[dict]:
             tables.append({
                 "table": t.name, "rows": t.rows,
                 "columns": [{"name": c.name, "sqlite_type": c.decl, "pg_type": c.pg_type,
+                             "collation": c.collation,
                              "storage_classes": c.classes, "not_null": c.notnull,
                              "identity": c.identity, "reason": c.reason} for c in t.columns],
                 "primary_key": t.pk if not t.pk_skipped else [],
@@ -152,7 +159,7 @@ def print_plan(dbs) -> None:
                 extra.append(f"identity {t.identity_col}")
             print(f"  table {t.name}: {t.rows} rows {' '.join(extra)}")
             for c in t.columns:
-                print(f"    {c.name:<28} {c.decl or '-':<14} -> {c.pg_type:<17} {c.reason}")
+                print(f"    {c.name:<28} {c.decl or '-':<14} -> {c.pg_ddl_type:<17} {c.reason}")
             for i in t.indexes:
                 kind = "UNIQUE " if i.unique else ""
                 print(f"    {kind}index {i.name} ({', '.join(i.columns)})")
@@ -222,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t = time.perf_counter()
         for s in sources:
-            take_snapshot(s, args.workdir)
+            take_snapshot(s, args.workdir, hold=args.snapshot == "hold")
         report["timings"]["snapshot"] = round(time.perf_counter() - t, 3)
         out.log(f"snapshots of {len(sources)} database(s) taken")
         t = time.perf_counter()
@@ -235,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         # a migration analyses each table in its loader process, right before loading
         # it; the NUL-byte scan is skipped there: PostgreSQL refuses NUL bytes and the
         # loader then rescans that table and maps the column to bytea (see README)
+        # orphans: counted here for the plan and for --orphans refuse (before connecting);
+        # otherwise a migration counts them in PostgreSQL, only for a foreign key that
+        # fails to validate
         if not migrate or args.orphans == "refuse":
             for db in dbs:
                 count_orphans(db)
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         loader.prepare()
         out.log("staging schemas created; analysing and loading")
-        loader.load_all(count_orphans_too=args.orphans != "refuse")
+        loader.load_all()
         report["timings"]["load_and_indexes"] = round(time.perf_counter() - t, 3)
         t2 = time.perf_counter()
         for db in dbs:
@@ -322,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_ERROR
     finally:
         for s in sources:
-            if s.snapshot and os.path.exists(s.snapshot):
-                os.unlink(s.snapshot)
+            release(s)
     if loader is not None and not swapped:
         loader.drop_staging()
     return _finish(report, args, out, code, dbs)
@@ -338,8 +347,7 @@ def _finish(report, args, out, code, dbs) -> int:
     report["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     if dbs:
         for s in (db.source for db in dbs):
-            if s.snapshot and os.path.exists(s.snapshot):
-                os.unlink(s.snapshot)
+            release(s)
     if getattr(args, "report", None):
         with open(args.report, "w") as f:
             json.dump(report, f, indent=2, default=str)

@@ -24,7 +24,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 
 from .loader import connect
-from .source import (EPOCH, Database, Table, json_canon, open_snapshot, parse_ts, qi,
+from .source import (EPOCH, Database, Table, json_canon, no_gc, open_snapshot, parse_ts, qi,
                      ts_from_text)
 
 _MICRO = __import__("datetime").timedelta(microseconds=1)
@@ -192,6 +192,8 @@ def pg_columns(dsn: str, schema: str) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for tbl, col, typ in con.execute(
                 "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+                "|| CASE WHEN a.attcollation = 'pg_catalog.\"C\"'::regcollation "
+                "THEN ' COLLATE \"C\"' ELSE '' END "
                 "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 "
@@ -204,7 +206,7 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dic
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check."""
     results = []
     futures = []
-    with ThreadPoolExecutor(max(2, jobs + 1)) as ex:
+    with no_gc(), ThreadPoolExecutor(max(2, jobs + 1)) as ex:
         for db in dbs:
             schema = schema_of(db)
             actual = pg_columns(dsn, schema)
@@ -219,6 +221,8 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dic
                     continue
                 for c in t.columns:
                     want = PG_TYPE_NAMES.get(c.pg_type, c.pg_type)
+                    if c.collation:
+                        want += f' COLLATE "{c.collation}"'
                     if cols.get(c.name) != want:
                         res["problems"].append(
                             f"column {c.name}: type {cols.get(c.name)} != {want}")
