@@ -3,7 +3,7 @@
 Run ``python -m chatmrpt_migrate --help`` (with ``PYTHONPATH=tools``) or ``tools/chatmrpt-migrate``.
 """
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 # Exit codes (documented in README.md)
 EXIT_OK = 0
