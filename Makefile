@@ -7,11 +7,13 @@ LAB := $(VENV)/bin/python lab/lab.py
 # Environment for the AWS playbooks: ENV=staging|production uses the normal AWS credential chain.
 ENV ?= local
 
-.PHONY: help setup demo test lab-up lab-status lab-down lint drift teardown
+.PHONY: help setup demo test check test-times lab-up lab-status lab-down lint drift teardown
 
 help:
 	@echo "make demo      set up, start the local estate and converge it (run again: no change)"
-	@echo "make test      every test: lint, syntax, unit, emulator, Molecule, end to end"
+	@echo "make test      every test: lint, syntax, unit, emulator, Molecule, end to end (own lab; the demo's stays)"
+	@echo "make check     the fast tier, about 5 minutes: lint, syntax, unit and emulator tests, no instances"
+	@echo "make test-times    time per test directory of the last run"
 	@echo "make lab-status | lab-down    look at / remove the local estate"
 	@echo "make drift ENV=staging        exit non-zero if AWS differs from the code"
 	@echo "make teardown ENV=staging     remove an environment's AWS resources (production: ARGS='-e teardown_confirm_production=true')"
@@ -22,8 +24,17 @@ setup:
 demo: setup
 	@scripts/demo.sh
 
+# Every test, on a lab of its own (tests/conftest.py): the estate of `make demo` stays up.
+# Two workers: the local estate's tests in one, everything else in the other.
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
+
+# The fast tier: everything that needs no podman instance (tests/conftest.py marks the rest).
+check: setup
+	$(VENV)/bin/python -m pytest -m "not estate"
+
+test-times:
+	@$(VENV)/bin/python scripts/test_times.py
 
 lab-up: setup
 	@$(LAB) up

@@ -10,7 +10,9 @@ HAProxy on 127.0.0.1:8080 stands in for the ALB and follows the target group.
 The playbooks never learn that this is not AWS: they only see AWS_ENDPOINT_URL and
 dummy credentials, exported by `lab.py env`. The EC2 instances of the `local`
 environment are podman containers that playbooks/lab_instances.yml starts, one per
-instance in the emulator, labelled so that `down` finds them.
+instance in the emulator, labelled so that `down` finds them. Ansible reaches them over
+SSH, as the user `admin` of the base image with the lab's own key (`.lab/ssh/id_ed25519`),
+as it would reach EC2 instances with their key pair.
 """
 
 from __future__ import annotations
@@ -184,6 +186,22 @@ def lb_up() -> None:
     log(f"load balancer (HAProxy) listening on 127.0.0.1:{LB_PORT}")
 
 
+# --- the key pair of the lab's instances ---------------------------------------------------
+
+def ssh_key_up() -> None:
+    """The lab's key pair, the stand-in for an EC2 key pair: lab_instances.yml mounts the
+    public key as the instances' authorized key, inventories/local connects with the private."""
+    key = STATE / "ssh" / "id_ed25519"
+    # Where inventories/local keeps one SSH control socket per instance.
+    (Path.home() / ".ansible" / "cp").mkdir(parents=True, exist_ok=True)
+    if key.exists():
+        return
+    key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"chatmrpt-lab {NETWORK}", "-f", str(key))
+    # sshd accepts an authorized_keys file owned by root and not writable by others.
+    (key.parent / "id_ed25519.pub").chmod(0o644)
+
+
 # --- podman network and base image ---------------------------------------------------------
 
 def network_up() -> None:
@@ -249,6 +267,7 @@ def cmd_up() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     image_up()
     sample_app_archive()
+    ssh_key_up()
     network_up()
     moto_up()
     pg_up()
@@ -259,6 +278,7 @@ def cmd_up() -> int:
         "pg_master_password_file": str(STATE / "pg" / "master-password"),
         "network": NETWORK, "subnet": SUBNET, "label": LABEL, "name": NETWORK,
         "lb_port": LB_PORT, "lb_config": str(STATE / "haproxy.cfg"), "lb_pidfile": str(STATE / "haproxy.pid"),
+        "ssh_public_key": str(STATE / "ssh" / "id_ed25519.pub"),
     }
     (STATE / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
     log("up")

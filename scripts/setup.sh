@@ -12,7 +12,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 #    mmdebstrap for the base image, PostgreSQL (RDS stand-in and migration tests),
 #    HAProxy (the local load balancer), pgloader (migration benchmark baseline).
 packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs
-          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl)
+          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

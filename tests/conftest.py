@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,26 @@ import pytest
 
 import molecule_runner
 from helpers import ROOT, VENV_BIN, PlaybookRun, base_env, free_port, wait_port
-# The drills' fixture and their summary line at the end of the session (tests/drill_summary.py).
-from drill_summary import drill, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
+import drill_summary
+import test_times
+# The drills' fixture and their bookkeeping (tests/drill_summary.py).
+from drill_summary import drill, pytest_runtest_makereport  # noqa: F401
 
 LAB = [str(VENV_BIN / "python"), "lab/lab.py"]
+
+# The tests build their own local estate, beside the one `make demo` keeps for the user: its
+# own state directory, ports, podman network, subnet and container label (lab/lab.py reads
+# LAB_*). A LAB_* variable set by the caller wins, e.g. to reuse a lab on purpose.
+TEST_LAB = {
+    "LAB_STATE_DIR": str(ROOT / ".lab-test"),
+    "LAB_NETWORK": "chatmrpt-lab-test",
+    "LAB_SUBNET": "10.214.0.0/16",
+    "LAB_MOTO_PORT": "4576",
+    "LAB_PG_PORT": "55442",
+    "LAB_LB_PORT": "8090",
+}
+for _name, _value in TEST_LAB.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session")
@@ -120,16 +137,52 @@ def local_estate() -> Estate:
     return estate
 
 
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the main process (xdist's controller, or the only one)
+        molecule_runner.prepare(runs_here_for_workers=bool(getattr(config.option, "numprocesses", None)))
+
+
+MOLECULE_TEST = re.compile(r"tests/test_molecule\.py::test_molecule_scenario\[(?P<scenario>[^\]]+)\]$")
+
+
 def pytest_collection_finish(session):
-    """The Molecule scenarios start in the background as soon as they are collected."""
-    if session.config.option.collectonly:
+    """The Molecule scenarios start in the background as soon as they are collected (by the
+    xdist controller instead, when workers run the tests: see the hook below)."""
+    if session.config.option.collectonly or hasattr(session.config, "workerinput"):
         return
-    scenarios = [item.callspec.params["scenario"] for item in session.items
-                 if getattr(item, "originalname", "") == "test_molecule_scenario"]
-    if scenarios:
-        molecule_runner.start(scenarios)
+    molecule_runner.start([m["scenario"] for item in session.items if (m := MOLECULE_TEST.search(item.nodeid))])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """pytest-xdist's controller: the first worker's collection names the scenarios."""
+    molecule_runner.start([m["scenario"] for nodeid in ids if (m := MOLECULE_TEST.search(nodeid))])
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `estate_teardown` run last: they remove the shared local estate."""
+    """Tests that need podman instances (the shared local estate, Molecule) are marked
+    `estate`: `make check` leaves them out. Tests marked `estate_teardown` run last: they
+    remove the shared local estate."""
+    for item in items:
+        on_estate = "local_estate" in getattr(item, "fixturenames", ())
+        if on_estate or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.estate)
+        # `make test` runs two pytest-xdist workers: one takes the tests of the shared local
+        # estate, in order, the other everything else (emulator, lint, unit, the Molecule waits).
+        item.add_marker(pytest.mark.xdist_group("estate" if on_estate else "other"))
     items.sort(key=lambda item: item.get_closest_marker("estate_teardown") is not None)
+
+
+def pytest_runtest_logreport(report):
+    drill_summary.record(report)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """After the failures: the drills line, then the time per test directory (from the junit
+    XML that pytest has just written); pytest's own "N passed" line stays the last."""
+    drill_summary.terminal_summary(terminalreporter)
+    xml = Path(config.option.xmlpath or "")
+    if config.option.xmlpath and xml.exists() and not config.option.collectonly:
+        terminalreporter.section("time per test directory (scripts/test_times.py)")
+        for line in test_times.table(xml):
+            terminalreporter.write_line(line)

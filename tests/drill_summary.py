@@ -10,6 +10,10 @@ made by a test that then failed is dropped). Leaks and data mismatches are facts
 by the tests, so they are counted whether or not the test passed: a failing secrets drill
 shows its findings in the line instead of a reassuring zero. Failed drills are named
 after the line.
+
+The records travel in the test reports (`user_properties`), so the count is the same
+whether the tests run in this process or in pytest-xdist workers: the process that prints
+the summary reads them from the reports it receives.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from collections import defaultdict
 import pytest
 
 KINDS = ("bad_input", "fault")
-_pending: dict[str, list[tuple[str, str]]] = defaultdict(list)
+DRILL = "chatmrpt_drill"          # user property: (kind, name) of a drill tried
+MEASURED = "chatmrpt_measured"    # user property: {counter: amount} measured by a drill
+IS_DRILL = "chatmrpt_drill_test"  # user property: the test is a drill (it uses the fixture)
+
 _passed: dict[str, list[str]] = defaultdict(list)
 _measured = {"secrets_searched": 0, "secrets_leaked": 0, "data_compared": 0, "data_mismatches": 0}
 _failed: list[str] = []
@@ -29,50 +36,61 @@ _ran: list[str] = []
 class Drill:
     """Handed to one test: what it records counts once the test has passed."""
 
-    def __init__(self, nodeid: str):
-        self.nodeid = nodeid
+    def __init__(self, node):
+        self._properties = node.user_properties
 
     def refused(self, name: str) -> None:
         """A bad input was refused before anything changed."""
-        _pending[self.nodeid].append(("bad_input", name))
+        self._properties.append((DRILL, ("bad_input", name)))
 
     def survived(self, name: str) -> None:
         """A fault was injected and the estate came through it."""
-        _pending[self.nodeid].append(("fault", name))
+        self._properties.append((DRILL, ("fault", name)))
 
     def secrets(self, searched: int, found: int) -> None:
         """`searched` secret values (or scanner runs) looked for, `found` occurrences found."""
-        _measured["secrets_searched"] += searched
-        _measured["secrets_leaked"] += found
+        self._properties.append((MEASURED, {"secrets_searched": searched, "secrets_leaked": found}))
 
     def compared(self, mismatches: int, comparisons: int = 1) -> None:
         """Data compared after a fault: `comparisons` checks, `mismatches` of them differed."""
-        _measured["data_compared"] += comparisons
-        _measured["data_mismatches"] += mismatches
+        self._properties.append((MEASURED, {"data_compared": comparisons, "data_mismatches": mismatches}))
 
 
 @pytest.fixture
 def drill(request) -> Drill:
-    return Drill(request.node.nodeid)
+    return Drill(request.node)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """Marks the reports of drill tests (where the test item is known: the worker)."""
     outcome = yield
-    report = outcome.get_result()
-    if "drill" not in getattr(item, "fixturenames", ()):
-        return  # not a drill
+    if "drill" in getattr(item, "fixturenames", ()):
+        report = outcome.get_result()
+        report.user_properties = [*report.user_properties, (IS_DRILL, True)]
+
+
+def record(report) -> None:
+    """Counts one test report (pytest_runtest_logreport, in the process that prints)."""
+    properties = list(report.user_properties)
+    if (IS_DRILL, True) not in properties:
+        return
     if report.when == "setup" and report.failed:
-        _failed.append(item.nodeid)
+        _failed.append(report.nodeid)
     if report.when != "call":
         return
-    _ran.append(item.nodeid)
-    records = _pending.pop(item.nodeid, [])
+    _ran.append(report.nodeid)
+    for key, value in properties:
+        if key == MEASURED:
+            for counter, amount in value.items():
+                _measured[counter] += amount
     if report.passed:
-        for kind, name in records:
-            _passed[kind].append(name)
+        for key, value in properties:
+            if key == DRILL:
+                kind, name = value
+                _passed[kind].append(name)
     else:
-        _failed.append(item.nodeid)
+        _failed.append(report.nodeid)
 
 
 def summary_line() -> str:
@@ -80,7 +98,7 @@ def summary_line() -> str:
             f"{_measured['secrets_leaked']} secrets leaked, {_measured['data_mismatches']} data mismatches")
 
 
-def pytest_terminal_summary(terminalreporter):
+def terminal_summary(terminalreporter):
     if not _ran and not _failed:
         return
     terminalreporter.section("reliability drills")

@@ -33,6 +33,14 @@ if ((${#ca_files[@]})); then
 fi
 # A machine-id is generated at first boot; clean apt lists keep the image small.
 hooks+=(--customize-hook="rm -f \"\$1/etc/machine-id\"; touch \"\$1/etc/machine-id\"")
+# As on an EC2 AMI: the login user `admin` with passwordless sudo, whose authorized key the
+# instance gets at launch (the lab mounts the lab's public key, EC2 its key pair), and no SSH
+# host keys in the image: each instance makes its own at first boot, before sshd starts.
+hooks+=(--customize-hook="chroot \"\$1\" useradd --create-home --shell /bin/bash admin")
+hooks+=(--customize-hook="install -d -m 0700 -o 1000 -g 1000 \"\$1/home/admin/.ssh\"")
+hooks+=(--customize-hook="echo 'admin ALL=(ALL) NOPASSWD:ALL' > \"\$1/etc/sudoers.d/90-admin\"; chmod 0440 \"\$1/etc/sudoers.d/90-admin\"")
+hooks+=(--customize-hook="rm -f \"\$1\"/etc/ssh/ssh_host_*")
+hooks+=(--customize-hook="mkdir -p \"\$1/etc/systemd/system/ssh.service.d\"; printf '[Service]\\nExecStartPre=\\nExecStartPre=/usr/bin/ssh-keygen -A\\nExecStartPre=/usr/sbin/sshd -t\\n' > \"\$1/etc/systemd/system/ssh.service.d/host-keys.conf\"")
 
 echo "building base image $image:$recipe_hash (mmdebstrap, about a minute)"
 mmdebstrap --variant=minbase --include="$packages" "${hooks[@]}" \
