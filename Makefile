@@ -27,7 +27,7 @@ demo: setup
 # Every test, on a lab of its own (tests/conftest.py): the estate of `make demo` stays up.
 # Two workers: the local estate's tests in one, everything else in the other.
 test: setup
-	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
+	$(VENV)/bin/python -m pytest -n 2
 
 # The fast tier: everything that needs no podman instance (tests/conftest.py marks the rest).
 check: setup

@@ -159,18 +159,45 @@ def pytest_xdist_node_collection_finished(node, ids):
     molecule_runner.start([m["scenario"] for nodeid in ids if (m := MOLECULE_TEST.search(nodeid))])
 
 
-def pytest_collection_modifyitems(items):
+# `make test` runs two pytest-xdist workers: one takes every test of the shared local estate,
+# in order, the other everything else (emulator, lint, unit, the Molecule waits). The workers
+# record each test's group here; the controller's scheduler reads it (see below).
+XDIST_GROUPS = ROOT / ".test-results" / "xdist-groups.json"
+
+
+def pytest_collection_modifyitems(config, items):
     """Tests that need podman instances (the shared local estate, Molecule) are marked
     `estate`: `make check` leaves them out. Tests marked `estate_teardown` run last: they
     remove the shared local estate."""
+    groups = {}
     for item in items:
         on_estate = "local_estate" in getattr(item, "fixturenames", ())
         if on_estate or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.estate)
-        # `make test` runs two pytest-xdist workers: one takes the tests of the shared local
-        # estate, in order, the other everything else (emulator, lint, unit, the Molecule waits).
-        item.add_marker(pytest.mark.xdist_group("estate" if on_estate else "other"))
+        groups[item.nodeid] = "estate" if on_estate else "other"
     items.sort(key=lambda item: item.get_closest_marker("estate_teardown") is not None)
+    if hasattr(config, "workerinput"):
+        XDIST_GROUPS.parent.mkdir(parents=True, exist_ok=True)
+        partial = XDIST_GROUPS.with_name(f"{XDIST_GROUPS.name}.{os.getpid()}")
+        partial.write_text(json.dumps(groups))
+        partial.replace(XDIST_GROUPS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Sends each group to one worker, tests in collection order. (pytest-xdist's own
+    `--dist loadgroup` renames node ids in a way pytest 9 ignores, so it cannot be used.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class EstateBesideTheRest(LoadScopeScheduling):
+        _groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:  # called once every worker has collected
+                self._groups = json.loads(XDIST_GROUPS.read_text())
+            return self._groups.get(nodeid, "other")
+
+    return EstateBesideTheRest(config, log)
 
 
 def pytest_runtest_logreport(report):

@@ -84,3 +84,12 @@ def run_playbook(playbook: str, inventory: str = "local", *args: str,
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", f"inventories/{inventory}", f"playbooks/{playbook}", *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env or base_env(), capture_output=True, text=True, timeout=timeout)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def run_playbooks(calls: list[tuple[str, ...]], env: dict[str, str], workers: int = 4) -> list[PlaybookRun]:
+    """run_playbook(*call, env=env) for each call, `workers` at a time (the runs are
+    independent: refusals of bad input, each asserted by its own test), in the calls' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda call: run_playbook(*call, env=env), calls))

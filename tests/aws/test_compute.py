@@ -37,7 +37,7 @@ import subprocess
 import pytest
 
 from emulator import client, expected_tags, group, reset_moto, run_ok, tags_of
-from helpers import ROOT, VENV_BIN, run_playbook
+from helpers import ROOT, VENV_BIN, run_playbook, run_playbooks
 
 pytestmark = pytest.mark.slow
 
@@ -459,7 +459,7 @@ def snapshot(aws_env):
                        sorted(distributions(aws_env))], default=str, sort_keys=True)
 
 
-@pytest.mark.parametrize(("extra", "message"), [
+BAD_INPUTS = [
     (["-e", "aws_compute_instance_type=m5.24xlarge"], "aws_compute_instance_type 'm5.24xlarge' is not in aws_compute_allowed_instance_types"),
     (["-e", "aws_compute_asg_min_size=2", "-e", "aws_compute_asg_max_size=1"], "aws_compute_asg_min_size"),
     (["-e", "aws_compute_asg_desired_capacity=3"], "aws_compute_asg_desired_capacity"),
@@ -471,15 +471,28 @@ def snapshot(aws_env):
     (["-e", "aws_loadbalancer_name=ChatMRPT-Staging-Load-Balancer-Too-Long"], "aws_loadbalancer_name"),
     (["-e", "aws_cdn_enabled=true", "-e", "aws_loadbalancer_enabled=false"], "aws_cdn_origin_load_balancer_enabled"),
     (["-e", "aws_cdn_price_class=PriceClass_1"], "aws_cdn_price_class"),
-])
-def test_bad_input_is_refused_before_any_aws_call(estate, aws_env, extra, message):
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(estate, aws_env):
+    """Every case's run, four at a time (independent runs; each case is its own test below),
+    with what a wrongly accepted input could change recorded before and after them all."""
     before = snapshot(aws_env)
-    run = run_playbook("infrastructure.yml", "staging", "--tags", TAGS, *extra, env=aws_env)
+    runs = run_playbooks([("infrastructure.yml", "staging", "--tags", TAGS, *extra) for extra, _ in BAD_INPUTS],
+                         env=aws_env)
+    return {"runs": runs, "before": before, "after": snapshot(aws_env)}
+
+
+@pytest.mark.parametrize(("index", "message"), [(i, m) for i, (_, m) in enumerate(BAD_INPUTS)],
+                         ids=[" ".join(extra) for extra, _ in BAD_INPUTS])
+def test_bad_input_is_refused_before_any_aws_call(bad_input_runs, index, message):
+    run = bad_input_runs["runs"][index]
     assert run.returncode != 0
     assert message in run.output, run.output[-4000:]
     # The validation play failed: the estate's play never started, nothing changed.
     assert "PLAY [Build the AWS estate]" not in run.output
-    assert snapshot(aws_env) == before
+    assert bad_input_runs["after"] == bad_input_runs["before"]
 
 
 def test_no_golden_ami_and_no_fallback_is_a_clear_error(estate, aws_env):

@@ -21,7 +21,7 @@ import textwrap
 import pytest
 
 from emulator import REGION, client, expected_tags, group, reset_moto, run_ok, tags_of
-from helpers import ROOT, VENV_BIN, PlaybookRun, run_playbook
+from helpers import ROOT, VENV_BIN, PlaybookRun, run_playbook, run_playbooks
 
 # moto answers a gp3 RDS instance without StorageThroughput, and rds_instance crashes
 # on its second run (KeyError 'StorageThroughput'); the roles keep gp3 for AWS.
@@ -457,14 +457,21 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("tag", "extra", "message"), BAD_INPUTS,
-                         ids=[f"{t}-{'-'.join(e)}-{i}" for i, (t, e, _) in enumerate(BAD_INPUTS)])
-def test_bad_input_is_refused_before_any_aws_call(aws_env, tag, extra, message):
-    # Nothing listens there: any AWS call would fail with a connection error instead of the
-    # message. The dynamic inventory cannot be read either: it only warns (localhost is all
-    # these plays need; the inventory directory's group_vars still load).
+@pytest.fixture(scope="module")
+def bad_input_runs(aws_env):
+    """Every case's run, four at a time (independent runs; each case is its own test below).
+    Nothing listens at the endpoint: any AWS call would fail with a connection error instead
+    of the message. The dynamic inventory cannot be read either: it only warns (localhost is
+    all these plays need; the inventory directory's group_vars still load)."""
     dead = {**aws_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "ANSIBLE_INVENTORY_UNPARSED_FAILED": "false"}
-    run = run_playbook("infrastructure.yml", "production", "--tags", tag, "-e", json.dumps(extra), env=dead)
+    return run_playbooks([("infrastructure.yml", "production", "--tags", tag, "-e", json.dumps(extra))
+                          for tag, extra, _ in BAD_INPUTS], env=dead)
+
+
+@pytest.mark.parametrize(("index", "message"), [(i, m) for i, (_, _, m) in enumerate(BAD_INPUTS)],
+                         ids=[f"{t}-{'-'.join(e)}-{i}" for i, (t, e, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_refused_before_any_aws_call(bad_input_runs, index, message):
+    run = bad_input_runs[index]
     assert run.returncode != 0
     failures = [" ".join(line.split()) for line in run.output.splitlines()
                 if line.startswith(("fatal:", "failed:"))]
