@@ -159,9 +159,10 @@ def pytest_xdist_node_collection_finished(node, ids):
     molecule_runner.start([m["scenario"] for nodeid in ids if (m := MOLECULE_TEST.search(nodeid))])
 
 
-# `make test` runs two pytest-xdist workers: one takes every test of the shared local estate,
-# in order, the other everything else (emulator, lint, unit, the Molecule waits). The workers
-# record each test's group here; the controller's scheduler reads it (see below).
+# `make test` runs two pytest-xdist workers. Every test of the shared local estate is one unit
+# of work, run in order by one worker; every other test module is a unit of its own, taken by
+# whichever worker is free (emulator, lint, unit, the Molecule waits). The workers record each
+# test's group here; the controller's scheduler reads it (see below).
 XDIST_GROUPS = ROOT / ".test-results" / "xdist-groups.json"
 
 
@@ -185,7 +186,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Sends each group to one worker, tests in collection order. (pytest-xdist's own
+    """Sends the estate's tests to one worker as one unit, in collection order, and each other
+    module as a unit of its own; the biggest units go first. (pytest-xdist's own
     `--dist loadgroup` renames node ids in a way pytest 9 ignores, so it cannot be used.)"""
     from xdist.scheduler import LoadScopeScheduling
 
@@ -195,7 +197,9 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             if self._groups is None:  # called once every worker has collected
                 self._groups = json.loads(XDIST_GROUPS.read_text())
-            return self._groups.get(nodeid, "other")
+            if self._groups.get(nodeid) == "estate":
+                return "estate"
+            return nodeid.split("::", 1)[0]
 
     return EstateBesideTheRest(config, log)
 
