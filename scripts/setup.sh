@@ -10,8 +10,11 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. System packages: podman with runc (crun fails on hosts without CAP_SYS_RESOURCE),
 #    mmdebstrap for the base image, PostgreSQL (RDS stand-in and migration tests),
-#    HAProxy (the local load balancer), pgloader (migration benchmark baseline).
-packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs
+#    HAProxy (the local load balancer), pgloader (migration benchmark baseline), the CNI
+#    dnsname plugin (containers on one podman network find each other by name; without it,
+#    as on a machine where apt picked CNI without recommends, they cannot) and the SSH client
+#    that reaches the lab's instances.
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs golang-github-containernetworking-plugin-dnsname
           postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client)
 missing=()
 for pkg in "${packages[@]}"; do
