@@ -12,7 +12,7 @@ ENV ?= local
 help:
 	@echo "make demo      set up, start the local estate and converge it (run again: no change)"
 	@echo "make test      every test: lint, syntax, unit, emulator, Molecule, end to end (own lab; the demo's stays)"
-	@echo "make check     the fast tier, about 5 minutes: lint, syntax, unit and emulator tests, no instances"
+	@echo "make check     the fast tier: lint, syntax, unit and the quicker emulator tests, no instances"
 	@echo "make test-times    time per test directory of the last run"
 	@echo "make lab-status | lab-down    look at / remove the local estate"
 	@echo "make drift ENV=staging        exit non-zero if AWS differs from the code"
@@ -29,9 +29,9 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -n 2
 
-# The fast tier: everything that needs no podman instance (tests/conftest.py marks the rest).
+# The fast tier: no podman instance (tests/conftest.py marks those `estate`), nothing `slow`.
 check: setup
-	$(VENV)/bin/python -m pytest -m "not estate"
+	$(VENV)/bin/python -m pytest -m "not estate and not slow"
 
 test-times:
 	@$(VENV)/bin/python scripts/test_times.py

@@ -168,12 +168,12 @@ XDIST_GROUPS = ROOT / ".test-results" / "xdist-groups.json"
 
 def pytest_collection_modifyitems(config, items):
     """Tests that need podman instances (the shared local estate, Molecule) are marked
-    `estate`: `make check` leaves them out. Tests marked `estate_teardown` run last: they
-    remove the shared local estate."""
+    `estate`: `make check` leaves them out, with those marked `slow`. Tests marked
+    `estate_teardown` run last: they remove the shared local estate."""
     groups = {}
     for item in items:
         on_estate = "local_estate" in getattr(item, "fixturenames", ())
-        if on_estate or item.get_closest_marker("slow"):
+        if on_estate or MOLECULE_TEST.search(item.nodeid):
             item.add_marker(pytest.mark.estate)
         groups[item.nodeid] = "estate" if on_estate else "other"
     items.sort(key=lambda item: item.get_closest_marker("estate_teardown") is not None)
