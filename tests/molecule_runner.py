@@ -55,7 +55,12 @@ def run(scenario: str) -> Outcome:
             returncode = -1
             out.write(f"\nmolecule test -s {scenario} timed out after {TIMEOUT}s\n")
     rc.write_text(str(returncode))
-    return Outcome(returncode, re.sub(r"\x1b\[[0-9;]*m", "", log.read_text()))
+    return _outcome(scenario)
+
+
+def _outcome(scenario: str) -> Outcome:
+    log, rc = _paths(scenario)
+    return Outcome(int(rc.read_text()), re.sub(r"\x1b\[[0-9;]*m", "", log.read_text()))
 
 
 def prepare(runs_here_for_workers: bool) -> None:
@@ -71,7 +76,6 @@ def start(scenarios: list[str]) -> None:
     """Starts the scenarios in a background thread (once per session)."""
     if not scenarios or not _started.acquire(blocking=False):
         return
-    RESULTS.mkdir(parents=True, exist_ok=True)
     _scenarios.extend(scenarios)
 
     def worker():
@@ -91,10 +95,10 @@ def result(scenario: str) -> Outcome:
     if scenario not in _scenarios and not os.environ.get(STARTED_ELSEWHERE):
         RESULTS.mkdir(parents=True, exist_ok=True)
         return run(scenario)
-    log, rc = _paths(scenario)
+    rc = _paths(scenario)[1]
     deadline = time.monotonic() + TIMEOUT * ((len(_scenarios) or 5) + 1)
     while not rc.exists():
         if time.monotonic() > deadline:
             return Outcome(-1, f"molecule test -s {scenario} never finished")
         time.sleep(2)
-    return Outcome(int(rc.read_text()), re.sub(r"\x1b\[[0-9;]*m", "", log.read_text()))
+    return _outcome(scenario)
