@@ -28,7 +28,7 @@ def password():
 def run_check(**env):
     """The role's connection check (check.yml) against the client container."""
     proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "chatmrpt-mol-pgclient,", "-c", "containers.podman.podman",
+        [str(BIN / "ansible-playbook"), "-i", "chatmrpt-mol-host,", "-c", "containers.podman.podman",
          "-e", "ansible_python_interpreter=/usr/bin/python3",
          str(SCENARIO / "check.yml")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
