@@ -47,7 +47,8 @@ ENVIRONMENT = "local"
 PREFIX = "ChatMRPT-Local"
 APP_PORT = 8000
 TARGET_GROUP = f"{PREFIX}-TG"
-GOLDEN_NAME = "chatmrpt-golden-*"
+# The golden AMIs aws_compute chooses from for this environment (group_vars/all/aws_compute.yml).
+GOLDEN_NAME = f"{PROJECT}-golden-{ENVIRONMENT}-*"
 # The SQLite files of the sample app under instance/ and the table each marker goes to.
 INSTANCE_DIR = "/home/ec2-user/chatmrpt_shared/instance"
 
@@ -134,6 +135,7 @@ class Estate:
         images = self.ec2.describe_images(Owners=["self"], Filters=[
             {"Name": "name", "Values": [GOLDEN_NAME]},
             {"Name": "tag:Project", "Values": [PROJECT]},
+            {"Name": "tag:Environment", "Values": [ENVIRONMENT]},
             {"Name": "state", "Values": ["available"]},
         ])["Images"]
         if not images:

@@ -160,23 +160,32 @@ def pytest_xdist_node_collection_finished(node, ids):
 
 
 # `make test` runs two pytest-xdist workers. Every test of the shared local estate is one unit
-# of work, run in order by one worker; every other test module is a unit of its own, taken by
-# whichever worker is free (emulator, lint, unit, the Molecule waits). The workers record each
+# of work, run in order by one worker; so is tests/aws (its emulated accounts are built once);
+# every other test module is a unit of its own, taken by whichever worker is free. The workers record each
 # test's group here; the controller's scheduler reads it (see below).
 XDIST_GROUPS = ROOT / ".test-results" / "xdist-groups.json"
+
+
+# tests/aws share one pair of emulated accounts (tests/aws/conftest.py): the modules that only
+# read them or set back what they change first, then those that leave them changed, the
+# removal last.
+AWS_MODULE_ORDER = {f"tests/aws/{name}.py": position for position, name in enumerate(
+    ("test_bad_inputs", "test_compute", "test_core", "test_asg_move", "test_teardown_drift"), start=1)}
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests that need podman instances (the shared local estate, Molecule) are marked
     `estate`: `make check` leaves them out, with those marked `slow`. Tests marked
-    `estate_teardown` run last: they remove the shared local estate."""
+    `estate_teardown` run last: they remove the shared local estate. tests/aws runs in the
+    order of AWS_MODULE_ORDER."""
     groups = {}
     for item in items:
         on_estate = "local_estate" in getattr(item, "fixturenames", ())
         if on_estate or MOLECULE_TEST.search(item.nodeid):
             item.add_marker(pytest.mark.estate)
         groups[item.nodeid] = "estate" if on_estate else "other"
-    items.sort(key=lambda item: item.get_closest_marker("estate_teardown") is not None)
+    items.sort(key=lambda item: (item.get_closest_marker("estate_teardown") is not None,
+                                 AWS_MODULE_ORDER.get(item.nodeid.split("::", 1)[0], 0)))
     if hasattr(config, "workerinput"):
         XDIST_GROUPS.parent.mkdir(parents=True, exist_ok=True)
         partial = XDIST_GROUPS.with_name(f"{XDIST_GROUPS.name}.{os.getpid()}")
@@ -186,8 +195,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Sends the estate's tests to one worker as one unit, in collection order, and each other
-    module as a unit of its own; the biggest units go first. (pytest-xdist's own
+    """Sends the estate's tests to one worker as one unit, in collection order, tests/aws as
+    another, and each other module as a unit of its own; the biggest units go first. (pytest-xdist's own
     `--dist loadgroup` renames node ids in a way pytest 9 ignores, so it cannot be used.)"""
     from xdist.scheduler import LoadScopeScheduling
 
@@ -199,6 +208,8 @@ def pytest_xdist_make_scheduler(config, log):
                 self._groups = json.loads(XDIST_GROUPS.read_text())
             if self._groups.get(nodeid) == "estate":
                 return "estate"
+            if nodeid.startswith("tests/aws/"):  # one emulated account, built once (tests/aws/conftest.py)
+                return "tests/aws"
             return nodeid.split("::", 1)[0]
 
     return EstateBesideTheRest(config, log)

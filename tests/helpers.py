@@ -67,6 +67,10 @@ class PlaybookRun:
     def changed(self) -> int:
         return sum(host["changed"] for host in self.recap.values())
 
+    def failures(self) -> list[str]:
+        """The lines that report a failed task (for readable assertion messages)."""
+        return [line[:2000] for line in self.output.splitlines() if line.startswith(("fatal:", "failed:"))]
+
     def changed_tasks(self) -> list[str]:
         """Names of the tasks that reported a change (for readable assertion messages)."""
         tasks, current = [], None

@@ -1,20 +1,11 @@
-"""The drift check (scripts/drift_check.py) and the teardown (playbooks/teardown.yml) on a
-fully applied staging (every tag, CloudFront switched on so that the teardown proves it
-removes a distribution too).
+"""The end of the emulated accounts (fixture `accounts`, tests/aws_accounts.py): the drift
+check on converged staging (scripts/drift_check.py), then every way to remove what was
+built: the teardown (playbooks/teardown.yml) of production, with its CloudFront, and the
+roles' own `absent` entry points for staging. Last in tests/aws (AWS_MODULE_ORDER, tests/conftest.py):
+after it the accounts are gone.
 
-Sharing the session moto: this module resets the emulator when it starts and when it is
-done. pytest runs test modules one after the other, so no other module relies on the
-emulator meanwhile; the reset gives this module a known account and leaves none of its
-resources to the modules after it.
-
-Emulator settings (not exceptions of the code under test):
-- aws_database_storage_type=gp2: moto answers a gp3 RDS instance without
-  StorageThroughput and rds_instance crashes on a second run (tests/aws/test_core.py
-  passes the same).
-- the operator's OpenAI key is stored first, as an operator does (aws_secrets refuses to
-  run without it).
-- the teardown gets aws_database_skip_final_snapshot=true: staging's final snapshot would
-  otherwise be kept on purpose, and this test asserts that nothing is left.
+Emulator settings (not exceptions of the code under test): the accounts' own
+(aws_database_storage_type=gp2, production's certificate), passed to every check here too.
 """
 
 from __future__ import annotations
@@ -22,24 +13,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from emulator import client, reset_moto, run_ok
-from helpers import ROOT, run_playbook
+from aws_accounts import ENVIRONMENTS, LOWER, PREFIX, live_instances, ssm_names
+from emulator import client, run_ok
+from helpers import ROOT, VENV_BIN, PlaybookRun
 
 pytestmark = pytest.mark.slow
 
-ENV = "staging"
-PREFIX = "ChatMRPT-Staging"
-LOWER = "chatmrpt-staging"
-APPLY_VARS = ("-e", "aws_cdn_enabled=true", "-e", "aws_database_storage_type=gp2")
-TEARDOWN_VARS = ("-e", "aws_database_skip_final_snapshot=true", "-e", "aws_storage_force_destroy=true")
 
-
-def drift_check(aws_env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/drift_check.py", ENV, *args, "--", *APPLY_VARS],
-                          cwd=ROOT, env=aws_env, capture_output=True, text=True, timeout=1800)
+def drift_check(accounts, env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/drift_check.py", env, *args, "--", *accounts.extra_vars(env)],
+                          cwd=ROOT, env=accounts.env, capture_output=True, text=True, timeout=1800)
 
 
 def alarms(aws_env, prefix):
@@ -47,39 +34,34 @@ def alarms(aws_env, prefix):
     return {a["AlarmName"]: a for page in pages for a in page["MetricAlarms"]}
 
 
-@pytest.fixture(scope="module")
-def converged(aws_env):
-    reset_moto(aws_env)  # see the module docstring
-    try:
-        client(aws_env, "ssm").put_parameter(Name=f"/chatmrpt/{ENV}/app/OPENAI_API_KEY", Value="sk-operator-test",
-                                             Type="SecureString")
-        run_ok(run_playbook("infrastructure.yml", ENV, *APPLY_VARS, env=aws_env))
-        yield
-    finally:
-        reset_moto(aws_env)
+def distributions(aws_env):
+    return [d for d in client(aws_env, "cloudfront").list_distributions()["DistributionList"].get("Items", [])]
 
 
-def test_drift_check_passes_on_the_converged_environment(converged, aws_env):
-    proc = drift_check(aws_env)
+# --- drift ------------------------------------------------------------------------------------
+
+def test_drift_check_passes_on_the_converged_environment(accounts):
+    """Staging as built, after every reader and every test that set back what it changed."""
+    proc = drift_check(accounts, "staging")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
     assert "staging matches the code" in proc.stdout
     assert "DRIFT" not in proc.stdout
 
 
-def test_drift_check_names_a_changed_alarm_threshold_and_an_extra_ingress_rule(converged, aws_env):
+def test_drift_check_names_a_changed_alarm_threshold_and_an_extra_ingress_rule(accounts, aws_env):
     cloudwatch, ec2 = client(aws_env, "cloudwatch"), client(aws_env, "ec2")
-    name, alarm = sorted(alarms(aws_env, f"{PREFIX}-").items())[0]
+    name, alarm = sorted(alarms(aws_env, "ChatMRPT-Staging-").items())[0]
     fields = ("AlarmName", "AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions", "MetricName",
               "Namespace", "Statistic", "Dimensions", "Period", "EvaluationPeriods", "DatapointsToAlarm",
               "ComparisonOperator", "TreatMissingData", "Unit")
     changed = {k: alarm[k] for k in fields if alarm.get(k) not in (None, "")}
     changed["Threshold"] = alarm["Threshold"] + 7
     cloudwatch.put_metric_alarm(**changed)
-    app_group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{PREFIX}-app"]}])
+    app_group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["ChatMRPT-Staging-app"]}])
     ec2.authorize_security_group_ingress(GroupId=app_group["SecurityGroups"][0]["GroupId"], IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}])
 
-    proc = drift_check(aws_env)
+    proc = drift_check(accounts, "staging")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-6000:]
     drift = [line for line in proc.stdout.splitlines() if line.startswith("DRIFT: ")]
     assert any(line.startswith("DRIFT: aws_monitoring : ") and name in line for line in drift), proc.stdout
@@ -90,8 +72,8 @@ def test_drift_check_names_a_changed_alarm_threshold_and_an_extra_ingress_rule(c
     assert alarms(aws_env, name)[name]["Threshold"] == alarm["Threshold"] + 7
 
     # The playbook form (`make drift ENV=staging`) fails and names both too.
-    run = run_playbook("drift_check.yml", ENV, "-e", json.dumps({"drift_check_extra_args": list(APPLY_VARS)}),
-                       env=aws_env)
+    run = accounts.playbook("staging", "-e", json.dumps({"drift_check_extra_args": list(accounts.extra_vars("staging"))}),
+                            playbook="drift_check.yml")
     assert run.returncode != 0
     assert "DRIFT: aws_network : Manage the app security group" in run.output and name in run.output
 
@@ -102,76 +84,145 @@ def test_drift_check_refuses_an_unknown_environment(aws_env):
     assert proc.returncode == 2 and "unknown environment 'qa'" in proc.stderr
 
 
-def test_teardown_refuses_production_without_confirmation_and_changes_nothing(converged, aws_env):
-    ssm, ec2 = client(aws_env, "ssm"), client(aws_env, "ec2")
-    # Something of production that a teardown would delete.
-    ssm.put_parameter(Name="/chatmrpt/production/app/OPENAI_API_KEY", Value="sk-prod", Type="SecureString")
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-    sg = ec2.create_security_group(GroupName="ChatMRPT-Production-app", Description="planted", VpcId=vpc,
-                                   TagSpecifications=[{"ResourceType": "security-group", "Tags": [
-                                       {"Key": "Name", "Value": "ChatMRPT-Production-app"},
-                                       {"Key": "Role", "Value": "network"}]}])["GroupId"]
-    try:
-        refused = run_playbook("teardown.yml", "production", env=aws_env)
-        assert refused.returncode != 0
-        assert "Refusing to tear down production" in refused.output
-        assert "teardown_confirm_production=true" in refused.output
-        assert refused.changed == 0 and "TASK [aws_" not in refused.output
-        assert ssm.get_parameter(Name="/chatmrpt/production/app/OPENAI_API_KEY")["Parameter"]
-        assert ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"]
-    finally:
-        ssm.delete_parameter(Name="/chatmrpt/production/app/OPENAI_API_KEY")
-        ec2.delete_security_group(GroupId=sg)
+def test_monitoring_removes_the_alarms_of_an_asg_that_is_gone(accounts, aws_env):
+    assert [n for n in alarms(aws_env, "ChatMRPT-Staging-") if "-ASG-" in n]
+    client(aws_env, "autoscaling").delete_auto_scaling_group(AutoScalingGroupName="ChatMRPT-Staging-ASG",
+                                                             ForceDelete=True)
+    run_ok(accounts.playbook("staging", "--tags", "monitoring"))
+    names = set(alarms(aws_env, "ChatMRPT-Staging-"))
+    assert not [n for n in names if "-ASG-" in n]
+    instance = live_instances(aws_env, "staging")[0]["InstanceId"]
+    assert f"ChatMRPT-Staging-{instance}-disk-used" in names
+    assert "ChatMRPT-Staging-ALB-target-5xx" in names
 
 
-def test_teardown_of_staging_leaves_nothing_and_is_idempotent(converged, aws_env):
+# --- removal ----------------------------------------------------------------------------------
+
+def left_of(aws_env, env):
+    """Every kind of resource the estate makes, that is still there for `env`."""
     ec2, elb, autoscaling = client(aws_env, "ec2"), client(aws_env, "elbv2"), client(aws_env, "autoscaling")
-    iam, s3, ssm, rds = client(aws_env, "iam"), client(aws_env, "s3"), client(aws_env, "ssm"), client(aws_env, "rds")
-    sns, logs, cloudfront = client(aws_env, "sns"), client(aws_env, "logs"), client(aws_env, "cloudfront")
-    # The environment really is there before (so that "nothing left" means something).
-    assert elb.describe_load_balancers(Names=[f"{PREFIX}-ALB"])["LoadBalancers"]
-    assert rds.describe_db_instances(DBInstanceIdentifier=f"{LOWER}-db")["DBInstances"]
-    assert [d for d in cloudfront.list_distributions()["DistributionList"].get("Items", [])
-            if d["Comment"] == f"{PREFIX}-CDN"]
-    assert alarms(aws_env, f"{PREFIX}-")
-    # Another environment's resource must survive staging's teardown.
-    other = ssm.put_parameter(Name="/chatmrpt/production/app/OPENAI_API_KEY", Value="sk-prod", Type="SecureString")
-    assert other
+    iam, s3, rds = client(aws_env, "iam"), client(aws_env, "s3"), client(aws_env, "rds")
+    sns, logs = client(aws_env, "sns"), client(aws_env, "logs")
+    prefix, lower = PREFIX[env], LOWER[env]
+    left = {
+        "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+            {"Name": "tag:Environment", "Values": [env]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]
+            for i in r["Instances"]],
+        "launch templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
+                             if t["LaunchTemplateName"].startswith(prefix)],
+        "asgs": [g["AutoScalingGroupName"] for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]
+                 if g["AutoScalingGroupName"].startswith(prefix)],
+        "target groups": [t["TargetGroupName"] for t in elb.describe_target_groups()["TargetGroups"]
+                          if t["TargetGroupName"].startswith(prefix)],
+        "load balancers": [lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]
+                           if lb["LoadBalancerName"].startswith(prefix)],
+        "security groups": [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]
+                            if g["GroupName"].startswith(prefix)],
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": [f"{prefix}-VPC"]}])["Vpcs"]],
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(prefix)],
+        "instance profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
+                              if p["InstanceProfileName"].startswith(prefix)],
+        "policies": [p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
+                     if p["PolicyName"].startswith(prefix)],
+        "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith(lower)],
+        "parameters": sorted(ssm_names(aws_env, f"/chatmrpt/{env}")),
+        "databases": [d["DBInstanceIdentifier"] for d in rds.describe_db_instances(
+            Filters=[{"Name": "db-instance-id", "Values": [f"{lower}-db"]}])["DBInstances"]],
+        "db subnet groups": [g["DBSubnetGroupName"] for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]
+                             if g["DBSubnetGroupName"].startswith(lower)],
+        "topics": [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(f":{prefix}-Alarms")],
+        "alarms": sorted(alarms(aws_env, f"{prefix}-")),
+        "log groups": [g["logGroupName"] for g in logs.describe_log_groups(
+            logGroupNamePrefix=f"/aws/ec2/chatmrpt/{env}")["logGroups"]],
+        "distributions": [d["Id"] for d in distributions(aws_env) if d["Comment"] == f"{prefix}-CDN"],
+    }
+    return {kind: found for kind, found in left.items() if found}
 
-    first = run_ok(run_playbook("teardown.yml", ENV, *TEARDOWN_VARS, env=aws_env))
+
+ABSENT_PLAYBOOK = textwrap.dedent("""\
+    ---
+    - name: Remove the core of the estate
+      hosts: localhost
+      connection: local
+      gather_facts: false
+      module_defaults:
+        group/amazon.aws.aws:
+          region: "{{ chatmrpt_aws_region }}"
+        group/community.aws.aws:
+          region: "{{ chatmrpt_aws_region }}"
+      tasks:
+        - name: Remove each part
+          ansible.builtin.include_role:
+            name: "{{ __test_role }}"
+            tasks_from: absent
+          loop: [aws_monitoring, aws_compute, aws_loadbalancer, aws_database, aws_secrets, aws_storage, aws_iam,
+                 aws_network]
+          loop_control:
+            loop_var: __test_role
+    """)
+
+
+def run_absent(tmp_path, aws_env, env, *args):
+    playbook = tmp_path / "absent.yml"
+    playbook.write_text(ABSENT_PLAYBOOK)
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", f"inventories/{env}", str(playbook), *args],
+                          cwd=ROOT, env={**aws_env, "ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
+                          capture_output=True, text=True, timeout=900)
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def test_teardown_refuses_production_without_confirmation_and_changes_nothing(accounts, aws_env):
+    before = left_of(aws_env, "production")
+    assert {"databases", "parameters", "security groups", "distributions"} <= set(before)
+    refused = accounts.playbook("production", playbook="teardown.yml")
+    assert refused.returncode != 0
+    assert "Refusing to tear down production" in refused.output
+    assert "teardown_confirm_production=true" in refused.output
+    assert refused.changed == 0 and "TASK [aws_" not in refused.output
+    assert left_of(aws_env, "production") == before
+
+
+def test_absent_refuses_a_protected_database(accounts, aws_env, tmp_path):
+    refused = run_absent(tmp_path, aws_env, "production")
+    assert refused.returncode != 0 and "has deletion protection on" in refused.output, refused.failures()
+    assert client(aws_env, "rds").describe_db_instances(DBInstanceIdentifier="chatmrpt-production-db")["DBInstances"]
+
+
+def test_teardown_of_production_leaves_nothing_and_is_idempotent(accounts, aws_env):
+    staging_before = left_of(aws_env, "staging")
+    assert "distributions" in left_of(aws_env, "production")  # its CloudFront goes too
+    confirmed = ("-e", "teardown_confirm_production=true", "-e", "aws_database_absent_override_deletion_protection=true")
+    first = run_ok(accounts.playbook("production", *confirmed, playbook="teardown.yml"))
     assert first.changed > 0
-    again = run_ok(run_playbook("teardown.yml", ENV, *TEARDOWN_VARS, env=aws_env))
+    again = run_ok(accounts.playbook("production", *confirmed, playbook="teardown.yml"))
     assert again.changed == 0, again.changed_tasks()
+    assert left_of(aws_env, "production") == {}
+    # Production's final snapshot was taken and kept.
+    rds = client(aws_env, "rds")
+    assert "chatmrpt-production-db-final" in [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]]
+    rds.delete_db_snapshot(DBSnapshotIdentifier="chatmrpt-production-db-final")
+    # The other environment in the same account is untouched.
+    assert left_of(aws_env, "staging") == staging_before
 
-    instances = [i for r in ec2.describe_instances(Filters=[
-        {"Name": "tag:Environment", "Values": [ENV]},
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]
-        for i in r["Instances"]]
-    assert instances == []
-    assert not [t for t in ec2.describe_launch_templates()["LaunchTemplates"]
-                if t["LaunchTemplateName"].startswith(PREFIX)]
-    assert not [g for g in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]
-                if g["AutoScalingGroupName"].startswith(PREFIX)]
-    assert not autoscaling.describe_policies(AutoScalingGroupName=f"{PREFIX}-ASG")["ScalingPolicies"]
-    assert not [t for t in elb.describe_target_groups()["TargetGroups"] if t["TargetGroupName"].startswith(PREFIX)]
-    assert not [lb for lb in elb.describe_load_balancers()["LoadBalancers"]
-                if lb["LoadBalancerName"].startswith(PREFIX)]
-    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"].startswith(PREFIX)]
-    assert not [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(PREFIX)]
-    assert not [p for p in iam.list_instance_profiles()["InstanceProfiles"]
-                if p["InstanceProfileName"].startswith(PREFIX)]
-    assert not [p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"].startswith(PREFIX)]
-    assert not [b for b in s3.list_buckets()["Buckets"] if b["Name"].startswith(LOWER)]
-    pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=f"/chatmrpt/{ENV}", Recursive=True)
-    assert [p["Name"] for page in pages for p in page["Parameters"]] == []
-    assert not rds.describe_db_instances(Filters=[{"Name": "db-instance-id", "Values": [f"{LOWER}-db"]}])["DBInstances"]
-    assert not [g for g in rds.describe_db_subnet_groups()["DBSubnetGroups"] if g["DBSubnetGroupName"].startswith(LOWER)]
-    assert not [s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots()["DBSnapshots"]
-                if s["DBSnapshotIdentifier"].startswith(LOWER)]
-    assert not [t for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(f":{PREFIX}-Alarms")]
-    assert not alarms(aws_env, f"{PREFIX}-")
-    assert not logs.describe_log_groups(logGroupNamePrefix=f"/aws/ec2/chatmrpt/{ENV}")["logGroups"]
-    assert not [d for d in cloudfront.list_distributions()["DistributionList"].get("Items", [])
-                if d["Comment"] == f"{PREFIX}-CDN"]
-    # The other environment's parameter is untouched.
-    assert ssm.get_parameter(Name="/chatmrpt/production/app/OPENAI_API_KEY")["Parameter"]["Value"]
+
+def test_absent_keeps_backups_unless_forced_then_removes_everything(accounts, aws_env, tmp_path):
+    s3 = client(aws_env, "s3")
+    # Backups in a bucket are kept unless force is asked for. (The TLS-only policy refuses
+    # the emulator's plain HTTP, so it goes first, as on a bucket being emptied.)
+    s3.delete_bucket_policy(Bucket="chatmrpt-staging-backups")
+    s3.put_object(Bucket="chatmrpt-staging-backups", Key="staging/interactions.db", Body=b"x")
+    kept = run_absent(tmp_path, aws_env, "staging", "-e", "aws_database_skip_final_snapshot=true")
+    assert kept.returncode != 0, kept.output[-3000:]
+    assert "chatmrpt-staging-backups" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+    forced = ("-e", "aws_database_skip_final_snapshot=true", "-e", "aws_storage_force_destroy=true")
+    run_ok(run_absent(tmp_path, aws_env, "staging", *forced))
+    again = run_ok(run_absent(tmp_path, aws_env, "staging", *forced))
+    assert again.changed == 0, again.changed_tasks()
+    assert left_of(aws_env, "staging") == {}
+    # Staging skipped its final snapshot; nothing of either environment is left.
+    assert not [s for s in client(aws_env, "rds").describe_db_snapshots()["DBSnapshots"]
+                if s["DBSnapshotIdentifier"].startswith("chatmrpt-")]
+    for env in ENVIRONMENTS:
+        assert left_of(aws_env, env) == {}

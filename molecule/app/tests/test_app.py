@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -276,25 +275,6 @@ def test_new_requirements_get_their_own_virtualenv_and_old_releases_are_pruned(h
     assert host.file(VENV).linked_to == old_venv
     assert http(host, "/version")[1]["version"] == "2.0.0"
     assert old_venv in host.file(f"/proc/{main_pid(host)}/cmdline").content_string
-
-
-def test_deploy_from_a_release_archive(host, tmp_path):
-    archive = tmp_path / "chatmrpt-5.0.0.tar.gz"
-    source = ROOT / "tests" / "sample_app"
-    with tarfile.open(archive, "w:gz") as tar:
-        for item in sorted(source.iterdir()):
-            if item.name not in ("__pycache__", "instance", "VERSION"):
-                tar.add(item, arcname=f"chatmrpt-5.0.0/{item.name}")
-        version = tmp_path / "VERSION"
-        version.write_text("5.0.0-archive\n")
-        tar.add(version, arcname="chatmrpt-5.0.0/VERSION")
-    args = ("-e", f"app_release_archive={archive}", "-e", "app_release_archive_strip_components=1")
-    run = playbook("deploy.yml", *args)
-    assert run.returncode == 0, run.output[-3000:]
-    assert http(host, "/version")[1]["version"] == "5.0.0-archive"
-    assert host.file(APP).linked_to.startswith(f"{RELEASES}/archive-")
-    again = playbook("deploy.yml", *args)
-    assert again.returncode == 0 and again.changed == 0, again.changed_tasks()
 
 
 def test_logrotate_rotates_the_gunicorn_logs(host):

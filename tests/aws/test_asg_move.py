@@ -1,6 +1,6 @@
-"""playbooks/asg_move.yml on a private emulator (fixture `aws_env`): production's estate
-(tags network,iam,loadbalancer,compute: one hand-managed instance registered in the target
-group, the ASG at 0), then the move, run as an operator would run it, again and again:
+"""playbooks/asg_move.yml on production in the emulated accounts (fixture `accounts`,
+tests/aws_accounts.py: one hand-managed instance registered in the target group, the ASG at
+0), the move run as an operator would run it, again and again:
 
   --check on the start state       lists all seven steps, changes nothing in AWS
   run without the confirmation     steps 1-4 done (ASG instance healthy and alone in the target
@@ -13,15 +13,16 @@ group, the ASG at 0), then the move, run as an operator would run it, again and 
   lines (-e, as if edited)         infrastructure.yml with those lines keeps the moved estate
 
 The emulator has no instance to configure (asg_move_configure_hosts=false): its target group
-reports registered instances healthy at once. Resets the emulator before and after (other
-modules expect it empty).
+reports registered instances healthy at once. Runs after the modules that read production
+as the code makes it (tests/conftest.py orders tests/aws); production stays moved for the
+teardown after it.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from emulator import client, reset_moto, run_ok
+from emulator import client, run_ok
 from helpers import run_playbook
 
 pytestmark = pytest.mark.slow
@@ -66,30 +67,25 @@ def move(aws_env, *args):
 
 
 @pytest.fixture(scope="module")
-def moved(aws_env):
+def moved(accounts, aws_env):
     """Every run of the move, and the AWS state after each, in order."""
-    reset_moto(aws_env)
     runs, states = {}, {}
-    try:
-        run_ok(run_playbook("infrastructure.yml", ENV, "--tags", TAGS, env=aws_env))
-        states["start"] = snapshot(aws_env)
-        runs["check-start"] = move(aws_env, "--check")
-        states["after-check-start"] = snapshot(aws_env)
-        runs["unconfirmed"] = move(aws_env)
-        states["unconfirmed"] = snapshot(aws_env)
-        runs["check-middle"] = move(aws_env, "--check")
-        states["after-check-middle"] = snapshot(aws_env)
-        runs["confirmed"] = move(aws_env, "-e", "asg_move_confirm_terminate=true")
-        states["confirmed"] = snapshot(aws_env)
-        runs["inventory-moved"] = move(aws_env, *MOVED_INVENTORY)
-        runs["again"] = move(aws_env, "-e", "asg_move_confirm_terminate=true", *MOVED_INVENTORY)
-        runs["check-end"] = move(aws_env, "--check", *MOVED_INVENTORY)
-        states["end"] = snapshot(aws_env)
-        runs["infrastructure"] = run_playbook("infrastructure.yml", ENV, "--tags", TAGS, *MOVED_INVENTORY, env=aws_env)
-        states["after-infrastructure"] = snapshot(aws_env)
-        yield {"runs": runs, "states": states}
-    finally:
-        reset_moto(aws_env)
+    states["start"] = snapshot(aws_env)
+    runs["check-start"] = move(aws_env, "--check")
+    states["after-check-start"] = snapshot(aws_env)
+    runs["unconfirmed"] = move(aws_env)
+    states["unconfirmed"] = snapshot(aws_env)
+    runs["check-middle"] = move(aws_env, "--check")
+    states["after-check-middle"] = snapshot(aws_env)
+    runs["confirmed"] = move(aws_env, "-e", "asg_move_confirm_terminate=true")
+    states["confirmed"] = snapshot(aws_env)
+    runs["inventory-moved"] = move(aws_env, *MOVED_INVENTORY)
+    runs["again"] = move(aws_env, "-e", "asg_move_confirm_terminate=true", *MOVED_INVENTORY)
+    runs["check-end"] = move(aws_env, "--check", *MOVED_INVENTORY)
+    states["end"] = snapshot(aws_env)
+    runs["infrastructure"] = accounts.playbook(ENV, "--tags", TAGS, *MOVED_INVENTORY)
+    states["after-infrastructure"] = snapshot(aws_env)
+    return {"runs": runs, "states": states}
 
 
 def test_start_state_is_the_hand_built_estate(moved):
