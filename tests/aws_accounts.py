@@ -81,6 +81,12 @@ def live_instances(aws_env, env):
     return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
+def distributions(aws_env):
+    """The account's CloudFront distributions by comment (the estate's is <prefix>-CDN)."""
+    items = client(aws_env, "cloudfront").list_distributions()["DistributionList"].get("Items", [])
+    return {d["Comment"]: d for d in items}
+
+
 def newest_base_ami(aws_env):
     images = client(aws_env, "ec2").describe_images(Owners=["amazon"], Filters=[
         {"Name": "name", "Values": ["al2023-ami-2023.*-kernel-6.1-x86_64"]},

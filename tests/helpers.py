@@ -69,7 +69,7 @@ class PlaybookRun:
 
     def failures(self) -> list[str]:
         """The lines that report a failed task (for readable assertion messages)."""
-        return [line[:2000] for line in self.output.splitlines() if line.startswith(("fatal:", "failed:"))]
+        return [line for line in self.output.splitlines() if line.startswith(("fatal:", "failed:"))]
 
     def changed_tasks(self) -> list[str]:
         """Names of the tasks that reported a change (for readable assertion messages)."""

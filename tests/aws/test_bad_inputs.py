@@ -91,8 +91,7 @@ def test_every_inventory_as_it_is_passes_validation(bad_input_runs, inventory):
 def test_bad_input_is_refused_before_any_aws_call(bad_input_runs, index, message):
     run = bad_input_runs["bad"][index]
     assert run.returncode != 0
-    failures = [" ".join(line.split()) for line in run.output.splitlines()
-                if line.startswith(("fatal:", "failed:"))]
+    failures = [" ".join(line.split()) for line in run.failures()]
     assert len(failures) == 1, run.output[-3000:]
     assert " ".join(message.split()) in failures[0], failures[0]
     assert "Could not connect" not in failures[0]

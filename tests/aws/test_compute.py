@@ -35,7 +35,7 @@ import subprocess
 
 import pytest
 
-from aws_accounts import GOLDEN_NAME, PREFIX, live_instances, register_golden_ami
+from aws_accounts import GOLDEN_NAME, PREFIX, distributions, live_instances, register_golden_ami
 from emulator import client, expected_tags, group, run_ok, tags_of
 from helpers import ROOT, VENV_BIN
 
@@ -223,12 +223,6 @@ def test_asg_bounds_health_check_target_group_policy_and_propagated_tags(account
 
 
 # --- CloudFront ---------------------------------------------------------------------------
-
-def distributions(aws_env):
-    cloudfront = client(aws_env, "cloudfront")
-    items = cloudfront.list_distributions()["DistributionList"].get("Items", [])
-    return {d["Comment"]: d for d in items}
-
 
 def test_cdn_in_front_of_the_alb_in_production_only(accounts, aws_env):
     found = distributions(aws_env)

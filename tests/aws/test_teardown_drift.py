@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from aws_accounts import ENVIRONMENTS, LOWER, PREFIX, live_instances, ssm_names
+from aws_accounts import ENVIRONMENTS, LOWER, PREFIX, distributions, live_instances, ssm_names
 from emulator import client, run_ok
 from helpers import ROOT, VENV_BIN, PlaybookRun
 
@@ -32,10 +32,6 @@ def drift_check(accounts, env, *args: str) -> subprocess.CompletedProcess:
 def alarms(aws_env, prefix):
     pages = client(aws_env, "cloudwatch").get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix)
     return {a["AlarmName"]: a for page in pages for a in page["MetricAlarms"]}
-
-
-def distributions(aws_env):
-    return [d for d in client(aws_env, "cloudfront").list_distributions()["DistributionList"].get("Items", [])]
 
 
 # --- drift ------------------------------------------------------------------------------------
@@ -135,7 +131,7 @@ def left_of(aws_env, env):
         "alarms": sorted(alarms(aws_env, f"{prefix}-")),
         "log groups": [g["logGroupName"] for g in logs.describe_log_groups(
             logGroupNamePrefix=f"/aws/ec2/chatmrpt/{env}")["logGroups"]],
-        "distributions": [d["Id"] for d in distributions(aws_env) if d["Comment"] == f"{prefix}-CDN"],
+        "distributions": [d["Id"] for comment, d in distributions(aws_env).items() if comment == f"{prefix}-CDN"],
     }
     return {kind: found for kind, found in left.items() if found}
 
