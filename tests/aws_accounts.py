@@ -6,7 +6,8 @@ Each environment goes, in this order, every run kept for the tests:
   no-key       --tags secrets before the operator stored the OpenAI key (must refuse)
   apply        the operator's key stored first, as an operator does
   reapply      zero changed (but the named emulator exception below)
-  check        --check --diff on the converged account: zero changed
+  check        the drift check (scripts/drift_check.py, --show-output): infrastructure.yml
+               in --check --diff on the converged account, zero changed, "matches the code"
 
 Both share the emulator, as two environments may share an AWS account, and are built at
 the same time (one thread each). Before either starts, production gets a golden AMI (root
@@ -30,11 +31,13 @@ Emulator settings and exceptions, named here and nowhere else excused:
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from emulator import client, reset_moto, run_ok
-from helpers import PlaybookRun, run_playbook
+from helpers import ROOT, PlaybookRun, run_playbook
 
 ENVIRONMENTS = ("staging", "production")
 PREFIX = {"staging": "ChatMRPT-Staging", "production": "ChatMRPT-Production"}
@@ -54,6 +57,7 @@ class Accounts:
 
     env: dict[str, str]
     runs: dict[str, dict[str, PlaybookRun]] = field(default_factory=dict)
+    drift: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)
     created_by_check: dict[str, dict[str, list]] = field(default_factory=dict)
     params_after_refusal: dict[str, list[str]] = field(default_factory=dict)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -67,6 +71,11 @@ class Accounts:
 
     def playbook(self, env: str, *args: str, playbook: str = "infrastructure.yml") -> PlaybookRun:
         return run_playbook(playbook, env, *args, *self.extra_vars(env), env=self.env)
+
+    def drift_check(self, env: str, *args: str) -> subprocess.CompletedProcess:
+        """`scripts/drift_check.py <env> [args]`, with the emulator settings after `--`."""
+        return subprocess.run([sys.executable, "scripts/drift_check.py", env, *args, "--", *self.extra_vars(env)],
+                              cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=1800)
 
 
 def ssm_names(aws_env, path):
@@ -152,7 +161,9 @@ def _build(accounts: Accounts, env: str) -> None:
         name: ssm.get_parameter(Name=f"/chatmrpt/{env}/{name}", WithDecryption=True)["Parameter"]["Value"]
         for name in SECRET_NAMES}
     runs["reapply"] = run_ok(accounts.playbook(env))
-    runs["check"] = run_ok(accounts.playbook(env, "--check", "--diff"))
+    # The converged check is the drift check's own run: its whole output is kept as a run.
+    drift = accounts.drift[env] = accounts.drift_check(env, "--show-output")
+    runs["check"] = PlaybookRun(drift.returncode, drift.stdout + drift.stderr)
 
 
 def build(aws_env) -> Accounts:

@@ -51,6 +51,8 @@ def test_second_run_and_check_on_converged_account_change_nothing(accounts, env)
     # The exception really is the emulator's CloudFront: only where the CDN is on.
     excused = set(runs["reapply"].changed_tasks()) & set(EXCUSED_ON_REAPPLY)
     assert excused == (set(EXCUSED_ON_REAPPLY) if env == "production" else set())
+    # The drift check's run (exit 0: no drift, 1: drift, 2: the check failed).
+    assert runs["check"].returncode == 0 and runs["check"].recap, runs["check"].output[-6000:]
     assert runs["check"].changed == 0, runs["check"].changed_tasks()
 
 

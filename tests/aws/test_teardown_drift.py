@@ -1,6 +1,7 @@
 """The end of the emulated accounts (fixture `accounts`, tests/aws_accounts.py): the drift
-check on converged staging (scripts/drift_check.py), then every way to remove what was
-built: the teardown (playbooks/teardown.yml) of production, with its CloudFront, and the
+check (scripts/drift_check.py; the accounts' converged check is its run), which names a
+change made behind its back and nothing else (so every earlier test set back what it
+changed), then every way to remove what was built: the teardown (playbooks/teardown.yml) of production, with its CloudFront, and the
 roles' own `absent` entry points for staging. Last in tests/aws (AWS_MODULE_ORDER, tests/conftest.py):
 after it the accounts are gone.
 
@@ -24,11 +25,6 @@ from helpers import ROOT, VENV_BIN, PlaybookRun
 pytestmark = pytest.mark.slow
 
 
-def drift_check(accounts, env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/drift_check.py", env, *args, "--", *accounts.extra_vars(env)],
-                          cwd=ROOT, env=accounts.env, capture_output=True, text=True, timeout=1800)
-
-
 def alarms(aws_env, prefix):
     pages = client(aws_env, "cloudwatch").get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix)
     return {a["AlarmName"]: a for page in pages for a in page["MetricAlarms"]}
@@ -36,11 +32,12 @@ def alarms(aws_env, prefix):
 
 # --- drift ------------------------------------------------------------------------------------
 
-def test_drift_check_passes_on_the_converged_environment(accounts):
-    """Staging as built, after every reader and every test that set back what it changed."""
-    proc = drift_check(accounts, "staging")
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
-    assert "staging matches the code" in proc.stdout
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_drift_check_passes_on_the_converged_environment(accounts, env):
+    """The accounts' converged check is the drift check's run (tests/aws_accounts.py)."""
+    proc = accounts.drift[env]
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    assert f"{env} matches the code" in proc.stdout
     assert "DRIFT" not in proc.stdout
 
 
@@ -57,7 +54,7 @@ def test_drift_check_names_a_changed_alarm_threshold_and_an_extra_ingress_rule(a
     ec2.authorize_security_group_ingress(GroupId=app_group["SecurityGroups"][0]["GroupId"], IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999, "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}])
 
-    proc = drift_check(accounts, "staging")
+    proc = accounts.drift_check("staging")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-6000:]
     drift = [line for line in proc.stdout.splitlines() if line.startswith("DRIFT: ")]
     assert any(line.startswith("DRIFT: aws_monitoring : ") and name in line for line in drift), proc.stdout
@@ -67,8 +64,10 @@ def test_drift_check_names_a_changed_alarm_threshold_and_an_extra_ingress_rule(a
     # --check changed nothing: the drift is still there.
     assert alarms(aws_env, name)[name]["Threshold"] == alarm["Threshold"] + 7
 
-    # The playbook form (`make drift ENV=staging`) fails and names both too.
-    run = accounts.playbook("staging", "-e", json.dumps({"drift_check_extra_args": list(accounts.extra_vars("staging"))}),
+    # The playbook form (`make drift ENV=staging`) fails and names both too (the two roles'
+    # tags are enough to show it: the whole check above found nothing else).
+    run = accounts.playbook("staging", "-e", json.dumps({"drift_check_extra_args": list(accounts.extra_vars("staging")),
+                                                         "drift_check_tags": "network,monitoring"}),
                             playbook="drift_check.yml")
     assert run.returncode != 0
     assert "DRIFT: aws_network : Manage the app security group" in run.output and name in run.output

@@ -10,8 +10,8 @@
    password travels to the hosts too; the backup now playbook, so backups are made). No value
    may appear in any output, in the controller's Ansible log, fact cache, temporary files or
    the lab's files, nor on any host: files (every file but the few that must hold a secret,
-   whose modes are checked), the journal, process arguments. The original values are put
-   back and the app configured with them again at the end.
+   whose modes are checked), the journal, process arguments. The planted values stay: the
+   estate is converged on them (site.yml applied them), like any rotation of the secrets.
 """
 
 from __future__ import annotations
@@ -97,8 +97,6 @@ def planted(local_estate, tmp_path_factory):
     estate = local_estate
     client = ssm(estate)
     prefix = "/chatmrpt/local/"
-    originals = {name: client.get_parameter(Name=prefix + name, WithDecryption=True)["Parameter"]["Value"]
-                 for name in PLANTED}
     values = {name: f"drill{name.split('/')[-1].replace('_', '')}{secrets.token_hex(20)}" for name in PLANTED}
     values[DB_PASSWORD] = client.get_parameter(Name=prefix + DB_PASSWORD, WithDecryption=True)["Parameter"]["Value"]
     assert len(values[DB_PASSWORD]) >= 16
@@ -106,41 +104,32 @@ def planted(local_estate, tmp_path_factory):
     log = work / "ansible.log"
     env = {**estate.env, "ANSIBLE_LOG_PATH": str(log)}
     runs = {}
-    try:
-        for name in PLANTED:
-            client.put_parameter(Name=prefix + name, Value=values[name], Type="SecureString", Overwrite=True)
-        site = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/site.yml", "-vvv", "--diff",
-             "-e", "postgres_client_check_connection=true",
-             "-e", f"postgres_client_port={estate.env['CHATMRPT_LAB_PG_PORT']}",
-             "-e", "postgres_client_sslmode=prefer", "-e", "postgres_client_dbname=postgres"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
-        runs["site.yml"] = site
-        if (ROOT / "playbooks" / "backup_now.yml").exists():
-            runs["backup_now.yml"] = subprocess.run(
-                [str(VENV_BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/backup_now.yml", "-vvv"],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-        hosts = instances(estate)
-        host_hits = {host: find_on_host(estate, host, values) for host in hosts}
-        controller = find_in_controller(
-            [log, Path.home() / ".ansible" / "tmp", ROOT / ".cache", Path(estate.env["CHATMRPT_LAB_STATE_DIR"])],
-            {k: v for k, v in values.items() if k != DB_PASSWORD})
-        # The lab's PostgreSQL password file holds the password by design (0600, the lab's own).
-        controller += [hit for hit in find_in_controller([Path(estate.env["CHATMRPT_LAB_STATE_DIR"]), log,
-                                                           Path.home() / ".ansible" / "tmp", ROOT / ".cache"],
-                                                          {DB_PASSWORD: values[DB_PASSWORD]})
-                       if not hit.startswith(str(Path(estate.env["CHATMRPT_LAB_STATE_DIR"]) / "pg" / "master-password"))]
-        pg_file_mode = oct((Path(estate.env["CHATMRPT_LAB_STATE_DIR"]) / "pg" / "master-password").stat().st_mode & 0o777)
-        yield {"values": values, "runs": runs, "host_hits": host_hits, "controller": controller,
-               "pg_file_mode": pg_file_mode, "hosts": hosts}
-    finally:
-        for name, value in originals.items():
-            client.put_parameter(Name=prefix + name, Value=value, Type="SecureString", Overwrite=True)
-        restore = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/hosts.yml",
-                                  "--tags", "app_config"], cwd=ROOT, env=estate.env, capture_output=True, text=True,
-                                 timeout=1800)
-        assert restore.returncode == 0, restore.stdout[-4000:]
-        assert wait_until(lambda: http_json(f"{estate.lb_url}/health")[1].get("overall") == "healthy", timeout=60)
+    for name in PLANTED:
+        client.put_parameter(Name=prefix + name, Value=values[name], Type="SecureString", Overwrite=True)
+    runs["site.yml"] = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/site.yml", "-vvv", "--diff",
+         "-e", "postgres_client_check_connection=true",
+         "-e", f"postgres_client_port={estate.env['CHATMRPT_LAB_PG_PORT']}",
+         "-e", "postgres_client_sslmode=prefer", "-e", "postgres_client_dbname=postgres"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    runs["backup_now.yml"] = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/backup_now.yml", "-vvv"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    # The estate serves on the new values (the next tests use it as it is now).
+    healthy = wait_until(lambda: http_json(f"{estate.lb_url}/health")[1].get("overall") == "healthy", timeout=60)
+    hosts = instances(estate)
+    host_hits = {host: find_on_host(estate, host, values) for host in hosts}
+    controller = find_in_controller(
+        [log, Path.home() / ".ansible" / "tmp", ROOT / ".cache", Path(estate.env["CHATMRPT_LAB_STATE_DIR"])],
+        {k: v for k, v in values.items() if k != DB_PASSWORD})
+    # The lab's PostgreSQL password file holds the password by design (0600, the lab's own).
+    controller += [hit for hit in find_in_controller([Path(estate.env["CHATMRPT_LAB_STATE_DIR"]), log,
+                                                       Path.home() / ".ansible" / "tmp", ROOT / ".cache"],
+                                                      {DB_PASSWORD: values[DB_PASSWORD]})
+                   if not hit.startswith(str(Path(estate.env["CHATMRPT_LAB_STATE_DIR"]) / "pg" / "master-password"))]
+    pg_file_mode = oct((Path(estate.env["CHATMRPT_LAB_STATE_DIR"]) / "pg" / "master-password").stat().st_mode & 0o777)
+    return {"values": values, "runs": runs, "healthy": healthy, "host_hits": host_hits, "controller": controller,
+            "pg_file_mode": pg_file_mode, "hosts": hosts}
 
 
 def test_main_playbooks_ran_with_the_planted_secrets(planted):
@@ -149,6 +138,7 @@ def test_main_playbooks_ran_with_the_planted_secrets(planted):
     assert "<localhost> EXEC" in planted["runs"]["site.yml"].stdout  # really -vvv
     # The .env changed (so the template, its diff and the restart handler all ran with the new values).
     assert "RUNNING HANDLER [app : Restart chatmrpt]" in planted["runs"]["site.yml"].stdout
+    assert planted["healthy"], "the estate does not serve /health as healthy on the new secrets"
 
 
 def test_no_planted_secret_in_any_output(planted, drill):
