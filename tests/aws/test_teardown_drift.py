@@ -1,9 +1,9 @@
 """The end of the emulated accounts (fixture `accounts`, tests/aws_accounts.py): the drift
 check (scripts/drift_check.py; the accounts' converged check is its run), which names a
 change made behind its back and nothing else (so every earlier test set back what it
-changed), then every way to remove what was built: the teardown (playbooks/teardown.yml) of production, with its CloudFront, and the
-roles' own `absent` entry points for staging. Last in tests/aws (AWS_MODULE_ORDER, tests/conftest.py):
-after it the accounts are gone.
+changed), then every way to remove what was built: the teardown (playbooks/teardown.yml)
+of production, with its CloudFront, and the roles' own `absent` entry points for staging.
+Last in tests/aws (AWS_MODULE_ORDER, tests/conftest.py): after it the accounts are gone.
 
 Emulator settings (not exceptions of the code under test): the accounts' own
 (aws_database_storage_type=gp2, production's certificate), passed to every check here too.
@@ -35,10 +35,10 @@ def alarms(aws_env, prefix):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_drift_check_passes_on_the_converged_environment(accounts, env):
     """The accounts' converged check is the drift check's run (tests/aws_accounts.py)."""
-    proc = accounts.drift[env]
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
-    assert f"{env} matches the code" in proc.stdout
-    assert "DRIFT" not in proc.stdout
+    run = accounts.runs[env]["check"]
+    assert run.returncode == 0, run.output[-6000:]
+    assert f"{env} matches the code" in run.output
+    assert "DRIFT" not in run.output
 
 
 def test_drift_check_names_a_changed_alarm_threshold_and_an_extra_ingress_rule(accounts, aws_env):
