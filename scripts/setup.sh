@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian/Ubuntu machine, and nothing twice:
-# system packages, the pinned virtualenv, the collections check, the local base image.
+# system packages, the pinned virtualenv, the collections check, the local base image and
+# the SSH key of the Molecule instances.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +48,14 @@ fi
 
 # 4. The local base image (Debian 12 + systemd), rebuilt only when its recipe changes.
 CONTAINERS_CONF="$PWD/lab/containers.conf" lab/image/build.sh >/dev/null
+
+# 5. The key pair Molecule's instances authorize for `admin`, as the lab's do with its own
+#    (.config/molecule/config.yml: Ansible and testinfra reach them over SSH).
+if [ ! -f .cache/molecule/ssh/id_ed25519 ]; then
+  install -d -m 0700 .cache/molecule/ssh
+  ssh-keygen -q -t ed25519 -N "" -C "chatmrpt-molecule" -f .cache/molecule/ssh/id_ed25519
+  # sshd accepts an authorized_keys file owned by root and not writable by others.
+  chmod 0644 .cache/molecule/ssh/id_ed25519.pub
+fi
+install -d -m 0700 "$HOME/.ansible/cp"
 say "ready"

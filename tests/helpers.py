@@ -37,6 +37,13 @@ def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def molecule_inventory(host: str) -> list[str]:
+    """ansible-playbook arguments that reach one instance of the running Molecule scenario as
+    Molecule itself does (its inventory: address, SSH settings), for the playbooks a
+    scenario's verify tests run."""
+    return ["-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent), "-l", host]
+
+
 def base_env(**extra: str) -> dict[str, str]:
     """The environment of an Ansible run from the project root, with the venv first on PATH."""
     env = {

@@ -20,7 +20,7 @@ import pytest
 SCENARIO = Path(__file__).resolve().parent.parent
 ROOT = SCENARIO.parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import PlaybookRun, base_env  # noqa: E402
+from helpers import PlaybookRun, base_env, molecule_inventory  # noqa: E402
 
 NAME = "chatmrpt-mol-app"
 USER = "ec2-user"
@@ -64,8 +64,7 @@ def workers(host) -> list[int]:
 
 
 def playbook(name: str, *args: str) -> PlaybookRun:
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", f"{NAME},", "-c", "containers.podman.podman",
-           str(SCENARIO / name), *args]
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), *molecule_inventory(NAME), str(SCENARIO / name), *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 

@@ -16,6 +16,8 @@ import pytest
 SCENARIO = Path(__file__).resolve().parent.parent
 ROOT = SCENARIO.parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import molecule_inventory  # noqa: E402
 SERVER = "chatmrpt-mol-pgserver"
 USER, DBNAME = "chatmrpt_app", "chatmrpt"
 
@@ -28,7 +30,7 @@ def password():
 def run_check(**env):
     """The role's connection check (check.yml) against the client container."""
     proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "chatmrpt-mol-host,", "-c", "containers.podman.podman",
+        [str(BIN / "ansible-playbook"), *molecule_inventory("chatmrpt-mol-host"),
          "-e", "ansible_python_interpreter=/usr/bin/python3",
          str(SCENARIO / "check.yml")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
