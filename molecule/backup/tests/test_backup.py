@@ -91,7 +91,7 @@ def _metric_values(cloudwatch, start: dt.datetime) -> dict:
     stats = cloudwatch.get_metric_statistics(
         Namespace=NAMESPACE, MetricName="BackupSuccess",
         Dimensions=[{"Name": "Environment", "Value": "local"}, {"Name": "Host", "Value": SOURCE}],
-        StartTime=start - dt.timedelta(seconds=1), EndTime=_now() + dt.timedelta(seconds=1),
+        StartTime=start, EndTime=_now() + dt.timedelta(seconds=1),
         Period=60, Statistics=["Minimum", "Maximum", "SampleCount"],
     )["Datapoints"]
     return {
@@ -132,8 +132,9 @@ def failed_run(host, good_run, cloudwatch):
     host.check_output("cp /etc/chatmrpt-backup.ini /tmp/s3-down.ini && "
                       "echo 's3_endpoint_url = http://127.0.0.1:9' >> /tmp/s3-down.ini && "
                       "chgrp ec2-user /tmp/s3-down.ini && chmod 0640 /tmp/s3-down.ini")
-    # Backups are named by the second, and the metric query opens 1 s before the run: this run
-    # starts a second after the good one, so neither its directory nor its datapoint counts.
+    # Backups are named by the second, and moto reads the metric query's start to the second:
+    # this run starts a second after the good one, so neither its directory nor its datapoint
+    # is counted as this run's.
     time.sleep(1.1)
     before, start = _local_backups(host), _now()
     result = host.run(f"runuser -u ec2-user -- env CHATMRPT_BACKUP_CONFIG=/tmp/s3-down.ini "
