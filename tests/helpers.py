@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CONTAINERS_CONF = str(ROOT / "lab" / "containers.conf")
@@ -42,6 +44,13 @@ def molecule_inventory(host: str) -> list[str]:
     Molecule itself does (its inventory: address, SSH settings), for the playbooks a
     scenario's verify tests run."""
     return ["-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent), "-l", host]
+
+
+def molecule_address(host: str) -> str:
+    """The address of one instance of the running Molecule scenario, as its inventory has it
+    (molecule.yml's host_vars)."""
+    host_vars = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "host_vars" / host
+    return yaml.safe_load(host_vars.read_text())["ansible_host"]
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -24,9 +25,13 @@ import boto3
 import pytest
 import testinfra
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from helpers import molecule_address  # noqa: E402
+
 BUCKET = "chatmrpt-mol-backups"
 REGION = "us-east-2"
 SOURCE = "chatmrpt-mol-backup"
+TARGET = "chatmrpt-mol-restore"
 PREFIX = f"local/{SOURCE}/"
 NAMESPACE = "ChatMRPT/Local"
 LOCAL_DIR = "/var/backups/chatmrpt"
@@ -70,10 +75,9 @@ def cloudwatch():
 
 @pytest.fixture(scope="module")
 def target(request):
-    """The restore host, reached as testinfra reaches `host` (.config/molecule/config.yml);
-    its address is molecule.yml's."""
+    """The restore host, reached as testinfra reaches `host` (.config/molecule/config.yml)."""
     option = request.config.getoption
-    return testinfra.get_host("ssh://admin@10.88.215.21", sudo=option("sudo"),
+    return testinfra.get_host(f"ssh://admin@{molecule_address(TARGET)}", sudo=option("sudo"),
                               ssh_config=option("ssh_config"), ssh_identity_file=option("ssh_identity_file"))
 
 
