@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -31,6 +32,20 @@ def http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def lb_serves(lb_url: str, backend: str, timeout: float = 60.0) -> dict:
+    """/health through the load balancer once its own check has seen a host up again: the
+    copy stops the app on every host, and HAProxy (like an ALB) needs `rise` good checks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = http("GET", f"{lb_url}/health")
+        except (OSError, ValueError) as err:  # 503 page (not JSON), connection reset
+            status, body = 0, {"error": str(err)}
+        if status == 200 and body.get("database_backend") == backend or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
 
 
 def podman(env: dict, *args: str) -> str:
@@ -151,6 +166,7 @@ def test_cutover_serves_from_postgresql_then_rollback_returns_to_sqlite(lab):
 
         # Every host serves from PostgreSQL; through the load balancer the old row is there.
         assert set(lab.backends().values()) == {"postgresql"}
+        assert lb_serves(lab.estate.lb_url, "postgresql").get("overall") == "healthy"
         status, body = http("GET", f"{lab.estate.lb_url}/api/sessions/{before_id}")
         assert status == 200 and body["database_backend"] == "postgresql", body
         assert body["messages"] == [{"role": "user", "content": marker}]
@@ -192,4 +208,4 @@ def test_cutover_serves_from_postgresql_then_rollback_returns_to_sqlite(lab):
     status, body = http("GET", f"{source}/api/sessions/{before_id}")
     assert status == 200 and body["database_backend"] == "sqlite" and body["messages"][0]["content"] == marker
     assert http("GET", f"{source}/api/sessions/{after_id}")[0] == 404
-    assert http("GET", f"{lab.estate.lb_url}/health")[1]["database_backend"] == "sqlite"
+    assert lb_serves(lab.estate.lb_url, "sqlite").get("database_backend") == "sqlite"
