@@ -1,6 +1,7 @@
 """playbooks/migrate_database.yml on the shared local estate: the plan (--check) changes
 nothing, an ambiguous source is refused, the cutover makes the app serve from PostgreSQL
 (rows from before readable, rows after land in PostgreSQL, the tool's report verified),
+a cutover for an app that does not report its backend is refused before any change,
 a rerun changes nothing, the rollback returns to SQLite. The database password never
 appears in the output (-vvv). The estate is left serving on SQLite."""
 
@@ -132,6 +133,20 @@ def test_ambiguous_source_host_is_refused_before_any_change(lab):
         assert f"{instance} ({name})" in run.output  # the message lists the hosts to choose from
     assert run.changed == 0, run.changed_tasks()
     assert not lab.parameter_exists()
+
+
+def test_cutover_of_an_app_that_does_not_report_its_backend_is_refused(lab):
+    """ChatMRPT's own code reads its SQLite files whatever DATABASE_URL says: an app whose
+    /health does not name its backend (here: the playbook asks for a field the app does not
+    have) cannot be shown to have moved, so the cutover is refused before any change."""
+    before = lab.state()
+    run = lab.estate.playbook(PLAYBOOK, "-e", f"migration_source_host={SOURCE_NAME}", "-e", "migration_cutover=true",
+                              "-e", "migration_health_backend_field=db_engine")
+    assert run.returncode != 0
+    assert "the app does not report its database backend ('db_engine' in /health)" in run.output, run.output[-3000:]
+    assert "-e migration_cutover_unreported_backend=true" in run.output
+    assert run.changed == 0, run.changed_tasks()
+    assert lab.state() == before
 
 
 def test_check_mode_prints_the_plan_and_changes_nothing(lab):

@@ -70,7 +70,8 @@ def test_types_are_mapped_as_documented(migrated):
     assert s["start_time"] == "timestamp with time zone"
     assert s["last_activity"] == "timestamp with time zone"   # mixed offsets + NULLs
     m = coltypes(dsn, "interactions", "messages")
-    assert m["context"] == "jsonb" and m["options"] == "jsonb" and m["content"] == "text"
+    # json keeps the text exactly (jsonb would turn -0.0 into 0.0 and drop duplicate keys)
+    assert m["context"] == "json" and m["options"] == "json" and m["content"] == "text"
     assert m["timestamp"] == "timestamp with time zone"
     a = coltypes(dsn, "interactions", "analysis_events")
     assert a["details"] == "text"                      # one value is not JSON
@@ -183,14 +184,23 @@ def test_orphans_keep_makes_not_valid_fk(migrated):
     assert orphans["messages_session_id_fkey"] == 8
 
 
-def test_verify_detects_corruption(migrated, instance_dir, capsys):
+def test_verify_detects_corruption(migrated, instance_dir, capsys, tmp_path):
     dsn = migrated[0]
     assert run("verify", instance_dir, "--include-tpr", "--target", dsn) == 0
+    (before,) = q(dsn, "SELECT content FROM interactions.messages WHERE message_id='m0003'")[0]
     q(dsn, "UPDATE interactions.messages SET content = content || '!' WHERE message_id='m0003'")
     try:
-        assert run("verify", instance_dir, "--include-tpr", "--target", dsn) == 1
+        report = tmp_path / "verify.json"
+        assert run("verify", instance_dir, "--include-tpr", "--target", dsn, "--report", report) == 1
         out = capsys.readouterr().out
-        assert "interactions.messages" in out and "checksum differs" in out
+        # the table, the row's key, the column and both values: in the output and the report
+        assert "interactions.messages" in out and "1 row(s) differ" in out
+        assert "(message_id='m0003') column content: source " in out
+        (bad,) = [r for r in json.loads(report.read_text())["verification"] if not r["ok"]]
+        assert (bad["schema"], bad["table"]) == ("interactions", "messages")
+        (m,) = bad["mismatches"]
+        assert m["key"] == {"message_id": "m0003"} and m["column"] == "content"
+        assert m["target"].endswith("!") and before.endswith(m["source"].removeprefix("...")), m
     finally:
         q(dsn, "UPDATE interactions.messages SET content = left(content, -1) "
                "WHERE message_id='m0003'")
@@ -217,7 +227,7 @@ def test_dry_run_changes_nothing(fresh_db, instance_dir, capsys, tmp_path):
     assert run(instance_dir, "--include-tpr", "--target", fresh_db, "--dry-run",
                "--report", rep) == 0
     out = capsys.readouterr().out
-    assert "messages_session_id_fkey" in out and "orphans 8" in out and "jsonb" in out
+    assert "messages_session_id_fkey" in out and "orphans 8" in out and "-> json " in out
     assert schemas(fresh_db) == ["public"]
     assert json.loads(rep.read_text())["plan"][0]["schema"] == "interactions"
     # no connection needed at all
@@ -284,16 +294,20 @@ def _late_surprises_db(path, n=30_000):
     """A table whose timestamp-looking columns only go wrong deep in the data: ``ts`` has
     one value that does not convert at row n-5000, ``zoned`` one value with an offset at
     row n//2, ``is_flag`` is 0/1 except a 2 at row 20 000 (boolean on a sample, bigint on
-    all rows)."""
+    all rows); ``doc`` is JSON except one value at row n-3000 (PostgreSQL refuses it in
+    the COPY), ``meta`` JSON that jsonb would change (-0.0, 1E+2, a duplicate key)."""
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, ts TEXT, zoned TEXT, "
-                "body TEXT, score REAL, is_flag INTEGER)")
+                "body TEXT, score REAL, is_flag INTEGER, doc TEXT, meta TEXT)")
     rows = []
     for i in range(1, n + 1):
         ts = "2025-02-30T10:00:00" if i == n - 5000 else f"2025-03-01T10:{i % 60:02d}:00"
         zoned = "2025-03-01T12:00:00+02:00" if i == n // 2 else f"2025-03-01 12:{i % 60:02d}:00"
-        rows.append((i, ts, zoned, f"body {i} \t\n é", i / 7, 2 if i == 20_000 else i % 2))
-    con.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", rows)
+        doc = '{"a": 1,}' if i == n - 3000 else f'{{"a": {i}, "b": [1, 2]}}'
+        meta = f'{{"x": -0.0, "y": 1E+2, "x": {i}}}'
+        rows.append((i, ts, zoned, f"body {i} \t\n é", i / 7, 2 if i == 20_000 else i % 2,
+                     doc, meta))
+    con.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?)", rows)
     # only the full analysis sees the 2 in is_flag and the integer among the reals
     con.execute("CREATE TABLE flags (id INTEGER PRIMARY KEY, is_flag INTEGER, r REAL)")
     con.executemany("INSERT INTO flags VALUES (?,?,?)",
@@ -320,7 +334,7 @@ def test_late_bad_timestamp_reloads_as_text(fresh_db, tmp_path, monkeypatch):
     assert [(r["table"], r["ok"], r["target_rows"]) for r in report["verification"]] == [
         ("events", True, 30_000), ("flags", True, 30_000)]
     loads = report["timings"]["tables"]
-    assert loads["late.events"]["reloads"] == 1      # ts rejected
+    assert loads["late.events"]["reloads"] == 2      # ts rejected, json refused by the server
     assert loads["late.flags"]["reloads"] == 1      # sampled plan != full plan
 
     def types(r):
@@ -329,7 +343,8 @@ def test_late_bad_timestamp_reloads_as_text(fresh_db, tmp_path, monkeypatch):
     assert types(rep) == types(plan_rep)
     assert coltypes(fresh_db, "late", "events") == {
         "id": "bigint", "ts": "text", "zoned": "timestamp with time zone",
-        "body": "text", "score": "double precision", "is_flag": "bigint"}
+        "body": "text", "score": "double precision", "is_flag": "bigint", "doc": "text",
+        "meta": "json"}
     assert coltypes(fresh_db, "late", "flags") == {
         "id": "bigint", "is_flag": "bigint", "r": "double precision"}
     assert q(fresh_db, "SELECT count(*), sum(is_flag) FROM late.flags") == [(30_000, 15_002)]
@@ -337,6 +352,8 @@ def test_late_bad_timestamp_reloads_as_text(fresh_db, tmp_path, monkeypatch):
         (20999 / 4,), (7.0,)]
     assert q(fresh_db, "SELECT ts FROM late.events WHERE id = 25000") == [
         ("2025-02-30T10:00:00",)]
+    assert q(fresh_db, "SELECT doc, meta::text FROM late.events WHERE id = 27000") == [
+        ('{"a": 1,}', '{"x": -0.0, "y": 1E+2, "x": 27000}')]       # the text exactly
     (z,) = q(fresh_db, "SELECT zoned FROM late.events WHERE id = 15000")[0]
     assert z.isoformat() == "2025-03-01T10:00:00+00:00"       # +02:00 -> UTC
     assert q(fresh_db, "SELECT count(*), sum(id) FROM late.events") == [
@@ -481,6 +498,24 @@ def test_env_target_and_usage_errors(fresh_db, instance_dir, monkeypatch):
     assert "survey" in schemas(fresh_db)
     assert run(os.path.join(instance_dir, "survey.db"), "--target",
                "host=127.0.0.1 port=1 dbname=x connect_timeout=2") == 4
+
+
+def test_the_private_psycopg_row_encoder_is_the_tested_one():
+    """The loader encodes rows with psycopg's private C row encoder
+    (psycopg._copy_base.format_row_binary) instead of a Python call per row through
+    Copy.write_row. Its output is checked here against the binary COPY format written out
+    by hand, so a psycopg release that changes or removes it fails loudly here."""
+    import datetime
+
+    from chatmrpt_migrate import loader
+    tx = loader._transformer([(None, wire, None) for wire in ("int8", "bytea", "float8", "bool", "timestamp")])
+    buf = bytearray()
+    loader.format_row_binary((-2, b"a|\xc3\xa9", 0.5, True, datetime.datetime(2000, 1, 1, 0, 0, 1, 5)), tx, buf)
+    loader.format_row_binary((None, None, None, None, None), tx, buf)
+    assert bytes(buf) == (struct.pack(">h", 5) + struct.pack(">iq", 8, -2) + struct.pack(">i", 4) + b"a|\xc3\xa9"
+                          + struct.pack(">id", 8, 0.5) + struct.pack(">ib", 1, 1)
+                          + struct.pack(">iq", 8, 1_000_005)      # microseconds since 2000-01-01
+                          + struct.pack(">h", 5) + struct.pack(">i", -1) * 5)
 
 
 def test_mask_dsn():

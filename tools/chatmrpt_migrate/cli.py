@@ -13,6 +13,7 @@ import time
 
 from . import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_ORPHANS,
                EXIT_USAGE, __version__)
+from .verify import describe
 from .source import (MigrationError, analyse, check_foreign_keys, count_orphans, discover,
                      introspect, release, take_snapshot)
 
@@ -177,6 +178,8 @@ def print_results(results) -> None:
         res = "ok" if r["ok"] else "MISMATCH: " + "; ".join(r["problems"])
         tr = "-" if r["target_rows"] is None else r["target_rows"]
         print(f"{name:<{w}} {r['source_rows']:>12} {tr:>12}  {res}")
+        for m in r.get("mismatches", []):
+            print(f"    {describe(m)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         out.log("loaded; verifying staging schemas")
         t = time.perf_counter()
         cpu1 = cpu_now()
-        results = verify(target, dbs, lambda db: db.schema + STAGING, args.jobs, out.log)
+        results = verify(target, dbs, lambda db: db.schema + STAGING, args.jobs, out.log,
+                         pg_sums=loader.pg_sums)
         report["timings"]["verify"] = round(time.perf_counter() - t, 3)
         # client CPU seconds (this process + loader processes; not PostgreSQL's): from
         # the start (snapshot, analysis, load, keys, FKs) and of the verification

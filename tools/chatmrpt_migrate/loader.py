@@ -21,9 +21,10 @@ from psycopg._copy_base import format_row_binary   # psycopg's (C) binary row en
 from psycopg.adapt import AdaptersMap, Transformer
 from psycopg.types.string import BytesBinaryDumper
 
-from .source import (Database, MigrationError, Table, TimestampRejected, _fromiso,
-                     analyse_table, no_gc, open_snapshot, qi, recheck_nul,
-                     ts_from_text, ts_rejected, ts_values_check)
+from .source import (Database, JsonRejected, MigrationError, Table, TimestampRejected,
+                     _fromiso, analyse_table, json_rejected, no_gc, open_snapshot, qi,
+                     recheck_nul, ts_from_text, ts_rejected, ts_values_check)
+from .verify import pg_checksum, source_hasher
 
 STAGING = "__staging"
 PREVIOUS = "__previous"
@@ -53,6 +54,10 @@ def _mixed(col):
     return list(map(_mixed_bytes, col))
 
 
+def _floats(col):
+    return [None if v is None else float(v) for v in col]
+
+
 def _ts_checked(name: str, nulls: bool):
     """Optimistic timestamptz column: check every value with the analysis' rules while
     streaming; TimestampRejected makes the loader reload the table with it as text."""
@@ -75,16 +80,17 @@ def column_plan(c):
     """(SELECT expression, binary COPY wire type, column-batch conversion or None).
 
     SQLite text is fetched as raw UTF-8 bytes and sent as the field's bytes (binary COPY
-    carries no type OIDs: the server's text/bytea/jsonb receive functions read them and
-    PostgreSQL validates the UTF-8).  Conversions that SQLite does cheaply are done in
-    the SELECT; the rest work on whole columns of a batch (C-level ``map``).
+    carries no type OIDs: the server's text/bytea/json receive functions read them and
+    PostgreSQL validates the UTF-8 and the JSON).  The SELECT reads the columns as they
+    are (the verification hashes these original values); conversions work on whole
+    columns of a batch (C-level ``map`` where possible).
     """
     q = qi(c.name)
     t = c.pg_type
-    if t == "jsonb":
-        return f"char(1) || {q}", "bytea", None        # jsonb binary format: version 1 + text
+    if t == "json":
+        return q, "bytea", None                        # json's binary format is its text
     if t == "double precision":
-        return (f"CAST({q} AS REAL)" if c.conv == "float" else q), "float8", None
+        return q, "float8", _floats if c.conv == "float" else None
     if t == "timestamptz":
         # same 8-byte wire format as timestamp; the datetimes are naive UTC
         if c.conv == "ts_check":
@@ -148,10 +154,10 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
     try:
         src = open_snapshot(snapshot)
         if full:
-            analyse_table(src, schema, t, lambda _m: None, nul_check=False, ts_full=False,
+            analyse_table(src, schema, t, lambda _m: None, nul_check=False, full_check=False,
                           sample=SAMPLE_ROWS)
         else:
-            analyse_table(src, schema, t, warnings.append, nul_check=False, ts_full=False)
+            analyse_table(src, schema, t, warnings.append, nul_check=False, full_check=False)
         t1 = time.perf_counter()
         src.text_factory = bytes
         nul_checked = False
@@ -175,6 +181,13 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
                     t = full.result()
                 if next(c for c in t.columns if c.name == e.column).conv == "ts_check":
                     ts_rejected(schema, t, e.column, warnings.append)
+            except JsonRejected:
+                # PostgreSQL refused a value of a column planned as json: check those
+                # columns completely; the ones that fail become text (rolled back)
+                if full:
+                    t = full.result()
+                if not json_rejected(src, schema, t, warnings.append):
+                    raise
             except NulBytes:
                 # PostgreSQL text cannot hold NUL bytes: find such columns, map them to
                 # bytea and load the table again (its transaction was rolled back).
@@ -189,12 +202,16 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
                 warnings[:0] = full.warnings
                 full = None
         if full:         # loaded on the sampled plan, which equals the full one
+            checksum = t.checksum
             t = full.result()
+            t.checksum = checksum
             warnings[:0] = full.warnings
         for c in t.columns:
             if c.conv == "ts_check":   # every value converted
                 c.conv = "ts"
-    except NulBytes as e:
+            elif c.conv == "json_check":   # PostgreSQL accepted every value
+                c.conv = None
+    except (NulBytes, JsonRejected) as e:
         raise MigrationError(f"{schema}.{t.name}: {e}") from None
     except psycopg.Error as e:
         raise MigrationError(f"{schema}.{t.name}: {e.__class__.__name__}: {e}") from None
@@ -216,7 +233,7 @@ def _analyse_in_child(pipe, snapshot: str, schema: str, t: Table) -> None:
     try:
         con = open_snapshot(snapshot)
         try:
-            analyse_table(con, schema, t, warnings.append, nul_check=False, ts_full=False)
+            analyse_table(con, schema, t, warnings.append, nul_check=False, full_check=False)
         finally:
             con.close()
         pipe.send((t, warnings, None))
@@ -285,28 +302,30 @@ def _transformer(plan):
 
 
 def _batches(src, t: Table, plan, fns):
-    """(row count, rows ready for the binary encoder) per BATCH rows of ``t``."""
+    """(the batch's columns as read, rows ready for the binary encoder) per BATCH rows."""
     cur = src.execute(f"SELECT {', '.join(e for e, _w, _f in plan)} FROM {qi(t.name)}")
     while True:
         rows = cur.fetchmany(BATCH)
         if not rows:
             return
-        k = len(rows)
+        columns = list(zip(*rows))
         if fns:
-            cl = list(zip(*rows))
+            converted = list(columns)
             for i, f in fns:
-                cl[i] = f(cl[i])
-            rows = zip(*cl)
-        yield k, rows
+                converted[i] = f(converted[i])
+            rows = zip(*converted)
+        yield columns, rows
 
 
-def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> None:
+def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> tuple[int, int]:
     """``COPY ... FREEZE`` of every row of ``t`` in ``con``'s open transaction (binary;
-    rows are encoded with psycopg's C row encoder into ~1 MB blocks)."""
+    rows are encoded with psycopg's C row encoder into ~1 MB blocks).  Returns the
+    source's checksum (rows, sum of row hashes), computed from the rows as read."""
     plan = [column_plan(c) for c in t.columns]
     fns = [(i, f) for i, (_e, _w, f) in enumerate(plan) if f]
     cols = ", ".join(qi(c.name) for c in t.columns)
     tx, fmt = _transformer(plan), format_row_binary
+    checksum = source_hasher(t)
     n = 0
     try:
         with no_gc(), con.cursor() as pc, pc.copy(
@@ -314,10 +333,11 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> None:
             write = cp.write
             write(SIGNATURE)
             buf = bytearray()
-            for k, rows in _batches(src, t, plan, fns):
+            for columns, rows in _batches(src, t, plan, fns):
+                checksum(columns)
                 for r in rows:
                     fmt(r, tx, buf)
-                n += k
+                n += len(columns[0])
                 if len(buf) >= CHUNK:
                     write(buf)
                     buf = bytearray()
@@ -329,6 +349,9 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> None:
     except (psycopg.errors.CharacterNotInRepertoire,
             psycopg.errors.UntranslatableCharacter) as e:
         raise NulBytes(f"{e.__class__.__name__}: {e}") from None
+    except psycopg.errors.InvalidTextRepresentation as e:   # a json column's value
+        raise JsonRejected(f"{e.__class__.__name__}: {e}") from None
+    return checksum.result()
 
 
 def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None) -> None:
@@ -343,8 +366,7 @@ def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None) -> None:
     with connect(dsn) as con:
         con.execute(f"CREATE TABLE {tq} "
                     f"({', '.join(col_ddl(c, c.name in pk) for c in t.columns)})")
-        if t.rows:
-            _copy_rows(con, tq, src, t, fail_hook)
+        t.checksum = _copy_rows(con, tq, src, t, fail_hook) if t.rows else (0, 0)
         if check:
             check()    # raises to roll back (the with block's exit) before COMMIT
         con.commit()
@@ -361,6 +383,8 @@ class Loader:
         self.mwm = maintenance_work_mem
         self.lock = threading.Lock()
         self.timings: dict[str, dict] = {}
+        # the server's checksum of each loaded table (futures), for verify()
+        self.pg_sums: dict = {}
 
     # ------------------------------------------------------------------ staging
     def prepare(self) -> None:
@@ -380,7 +404,8 @@ class Loader:
     # ------------------------------------------------------------------ load
     def load_all(self) -> None:
         """Analyse + load every table in worker processes, biggest first; build each
-        table's keys/indexes in parallel sessions as soon as it is committed."""
+        table's keys/indexes and compute its checksum in parallel sessions as soon as it
+        is committed."""
         tasks = [(db, i) for db in self.dbs for i in range(len(db.tables))]
         # biggest first (rows x columns as a cheap size proxy)
         tasks.sort(key=lambda x: -(x[0].tables[x[1]].rows * max(1, len(x[0].tables[x[1]].columns))))
@@ -403,6 +428,9 @@ class Loader:
                     self.timings[f"{db.schema}.{t.name}"] = timing
                 index_futures += [ix.submit(self._run_key, db, t, *task)
                                   for task in self._key_tasks(db, t)]
+                # the server hashes the table while the others load (the source side
+                # was hashed by the loader as it read the rows)
+                self.pg_sums[(db.schema, t.name)] = ix.submit(pg_checksum, self.dsn, staging(db), t)
             for f in index_futures:
                 f.result()
 

@@ -241,6 +241,7 @@ class Table:
     warnings: list = field(default_factory=list)
     pk_skipped: str | None = None
     rowid: bool = True           # False: WITHOUT ROWID table (the loader cannot split it)
+    checksum: tuple | None = None  # (rows, sum of row hashes) of the source, while loading
 
     @property
     def pg(self) -> str:
@@ -375,29 +376,18 @@ def _bad_constant(c):
     raise ValueError(c)
 
 
-def _finite_float(s):
-    f = float(s)
-    if math.isinf(f):
-        raise ValueError(s)
-    return f
-
-
-SURROGATE_ESC = re.compile(r"\\u[dD][89a-fA-F]", re.A)
-
-
 def json_ok(s: str) -> bool:
-    """True when ``s`` is a JSON object/array that PostgreSQL jsonb accepts unchanged."""
-    if "\\u0000" in s or SURROGATE_ESC.search(s):
-        return False
+    """True when ``s`` is a JSON object/array (the column can be ``json``, which keeps the
+    text exactly: PostgreSQL only checks the syntax, as ``json.loads`` does)."""
     try:
-        v = json.loads(s, parse_constant=_bad_constant, parse_float=_finite_float)
+        v = json.loads(s, parse_constant=_bad_constant)
     except (ValueError, RecursionError):
         return False
     return isinstance(v, (dict, list))
 
 
-def json_canon(s: str) -> str:
-    return json.dumps(json.loads(s), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+class JsonRejected(Exception):
+    """PostgreSQL refused a value of a column planned as json (loader)."""
 
 
 # ---------------------------------------------------------------------------- introspection
@@ -513,7 +503,7 @@ _EXPECT = {"INTEGER": "integer", "NUMERIC": "integer", "REAL": "real", "TEXT": "
 
 
 def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
-                  ts_full: bool = True, sample: int | None = None) -> None:
+                  full_check: bool = True, sample: int | None = None) -> None:
     """Choose the column types of one table (and check its primary key for NULLs).
 
     One scan: count(*), per column count(c) and the number of values of the storage
@@ -522,10 +512,13 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
     get a full per-class count.  All-text columns whose first values look like
     timestamps/JSON are then checked completely (see :func:`ts_column_check`).
 
-    ``ts_full=False`` (migration): a timestamp candidate is planned as timestamptz with
+    ``full_check=False`` (migration): a timestamp candidate is planned as timestamptz with
     ``conv = "ts_check"`` without the full pass; the loader applies the same rules to
     every value while it streams (:func:`ts_values_check`) and, when one does not
-    convert, reloads the table with that column as text (:func:`ts_rejected`).
+    convert, reloads the table with that column as text (:func:`ts_rejected`).  A JSON
+    candidate is planned as json with ``conv = "json_check"``: PostgreSQL checks every
+    value in the COPY and, when it refuses one, the loader checks those columns here
+    (:func:`json_rejected`) and reloads the table.
 
     ``sample=N``: the same on the first N rows only (the loader's speculative plan, see
     ``loader.load_table``); ``t.rows`` is left alone and every column may hold NULLs.
@@ -563,16 +556,15 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
                 f"SELECT min({q}), max({q}) FROM {tn} WHERE typeof({q}) = 'integer'").fetchone()
         ts = js = None
         if nt and nt == nn and not c.identity:
-            sample = f"(SELECT {q} AS v FROM {tn} WHERE {q} IS NOT NULL LIMIT {SAMPLE})"
+            head = f"(SELECT {q} AS v FROM {tn} WHERE {q} IS NOT NULL LIMIT {SAMPLE})"
             values = f"SELECT {q} FROM {tn} WHERE {q} IS NOT NULL"
-            if not con.execute(f"SELECT 1 FROM {sample} WHERE NOT "
+            if not con.execute(f"SELECT 1 FROM {head} WHERE NOT "
                                f"({TS_OK_SQL.format(q='v')}) LIMIT 1").fetchone():
-                ts = (ts_column_check(con.execute(values)) if ts_full
+                ts = (ts_column_check(con.execute(values)) if full_check
                       else (True, None))
-            elif not con.execute(f"SELECT 1 FROM {sample} WHERE NOT "
+            elif not con.execute(f"SELECT 1 FROM {head} WHERE NOT "
                                  f"({JSON_OK_SQL.format(q='v')}) LIMIT 1").fetchone():
-                js = all(v[:1] in ("{", "[") and json_ok(v)
-                         for (v,) in con.execute(values))
+                js = json_column_check(con.execute(values)) if full_check else "unchecked"
         has_nul = False
         if nul_check and nt:
             has_nul = bool(con.execute(
@@ -596,7 +588,8 @@ def _bool_like(c: Column) -> bool:
 
 def _decide(c: Column, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul) -> None:
     """``ts``: None (not a candidate) or (all convert, some have a zone); ``js``: None
-    or all values are JSON objects/arrays jsonb accepts."""
+    (not a candidate), whether every value is a JSON object/array, or "unchecked" (the
+    loader's COPY checks it, see :func:`json_rejected`)."""
     aff = affinity(c.decl)
     du = c.decl.upper()
     if nn == 0:  # no data: declared type decides
@@ -665,13 +658,37 @@ def _decide(c: Column, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul) -> None:
             return
         c.reason = "ISO-8601-like text but not every value converts -> text"
     elif js is not None:
-        if js:
-            c.pg_type, c.conv = "jsonb", "json"
-            c.reason = "every value is a JSON object/array"
+        if not js:
+            c.reason = "JSON-like text but not every value parses -> text"
+        else:
+            c.pg_type, c.conv = "json", "json_check" if js == "unchecked" else None
+            c.reason = ("every value is a JSON object/array -> json (the text is kept exactly; "
+                        "jsonb would change -0.0, 1e2 and duplicate keys)")
             return
-        c.reason = "JSON-like text but not every value parses -> text"
     c.pg_type = "text"
     c.reason = c.reason or "all values TEXT"
+
+
+def json_column_check(cursor) -> bool:
+    """Every ``(value,)`` row is a JSON object or array."""
+    return all(v[:1] in ("{", "[", b"{", b"[") and json_ok(v) for (v,) in cursor)
+
+
+def json_rejected(con, schema: str, t: Table, warn) -> bool:
+    """PostgreSQL refused a value of a column planned as json without the full check
+    (``json_check``): check those columns completely; the ones that fail become text."""
+    changed = False
+    for c in t.columns:
+        if c.conv != "json_check":
+            continue
+        q = qi(c.name)
+        c.conv = None
+        if not json_column_check(con.execute(f"SELECT CAST({q} AS TEXT) FROM {qi(t.name)} "
+                                             f"WHERE {q} IS NOT NULL")):
+            c.pg_type = "text"
+            c.reason = "JSON-like text but not every value parses -> text"
+            changed = True
+    return changed
 
 
 def ts_rejected(schema: str, t: Table, column: str, warn) -> None:

@@ -1,155 +1,184 @@
-"""Row counts and order-independent content checksums, computed on both sides.
+"""Verification: row counts and order-independent content checksums on both sides; when
+they differ, the rows and columns that differ.
 
-Canonical row text (identical on both sides): the columns in order, joined by ``|``;
-each value is ``N`` for NULL, else ``V`` + its canonical form:
+Each value has a canonical field, the same bytes on both sides: ``N`` for NULL, else
+``V`` + its canonical form:
 
-* bigint: decimal; numeric: its text; boolean: ``t``/``f``
+* bigint, numeric: decimal; boolean: ``t``/``f``
 * double precision: the 8 IEEE-754 bytes, big-endian, as hex (``float8send``): exact
-* text: ``<character length>:<text>`` (length prefix makes it unambiguous)
+* text and json: ``<byte length>:<UTF-8 bytes>`` (the length makes the row unambiguous);
+  json keeps its text exactly, so this is the source text itself
 * bytea: hex of the bytes
 * timestamptz: microseconds since 1970-01-01 UTC
-* jsonb: JSON re-serialised after parsing with sorted keys (jsonb reorders keys), so
-  tables with a jsonb column are hashed in Python on the PostgreSQL side too.
 
-Row hash: first 8 bytes of MD5(UTF-8 of the row text) as a signed 64-bit integer; the
-table checksum is the exact sum of the row hashes (order independent), plus the count.
-PostgreSQL computes it in SQL (``md5``, ``sum(bigint)`` -> numeric); SQLite rows are hashed
-in Python from the original values (not from what was sent to PostgreSQL).
+A row is its fields joined by ``|``; its hash is the first 8 bytes of the row's MD5 as a
+signed 64-bit integer, and a table's checksum is the row count and the exact sum of its
+row hashes (order independent).
+
+The source side is computed from the original SQLite values (text as UTF-8 bytes), by
+these functions and not by the loader's conversions: while a migration loads a table
+(the source is read once, :func:`source_hasher`), or by reading the source again
+(``verify``). The PostgreSQL side is computed by the server in SQL (:func:`pg_checksum`),
+from the stored values. When the checksums differ, :func:`differences` compares the
+tables row by row (by primary key, else as multisets of rows) and names the first rows,
+columns and values that differ.
 """
 
 from __future__ import annotations
 
+import collections
+import datetime as _dt
+import functools
 import hashlib
+import operator
+import re
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
-from .loader import connect
-from .source import (EPOCH, Database, Table, json_canon, no_gc, open_snapshot, parse_ts, qi,
-                     ts_from_text)
+from .source import EPOCH, UTC, Database, Table, _fromiso, no_gc, open_snapshot, qi
 
-_MICRO = __import__("datetime").timedelta(microseconds=1)
+_MICRO = _dt.timedelta(microseconds=1)
 PG_TYPE_NAMES = {"timestamptz": "timestamp with time zone"}
+MISMATCHES_SHOWN = 5
+SECRET_RE = re.compile(r"pass|secret|token|api_?key|hash|salt|otp|credential", re.I)
+_pack_f8 = struct.Struct(">d").pack
 
 
-def _mixed_text(v):
-    if isinstance(v, str):
+# ---------------------------------------------------------------------------- source side
+# Column functions: a batch's column of original values -> its canonical fields.  Text
+# is two fields (``V<length>:`` and the bytes) so that the value itself is not copied.
+def _mixed(v):
+    # a column of several storage classes: integers in decimal, reals as repr, text as is
+    if type(v) is bytes or v is None:
         return v
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
+    return (repr(v) if isinstance(v, float) else str(v)).encode()
 
 
-def _mixed_bytea(v):
-    if isinstance(v, bytes):
-        return v
-    return _mixed_text(v).encode("utf-8")
+def _c_text(col, mixed=False):
+    if mixed:
+        col = list(map(_mixed, col))
+    return ([b"N" if v is None else b"V%d:" % len(v) for v in col],
+            [b"" if v is None else v for v in col])
 
 
-def _f8(v):
-    return struct.pack(">d", float(v)).hex()
+def _c_hex(col, mixed=False):
+    if mixed:
+        col = list(map(_mixed, col))
+    return ([b"N" if v is None else b"V" + v.hex().encode() for v in col],)
 
 
-def _ts(v):
-    # independent strict parser; values only Python's ISO parser accepts use that one
-    d = parse_ts(v)
-    if d is None:
-        d = ts_from_text(v)
-    return str((d - EPOCH) // _MICRO)
+def _c_int(col):
+    return ([b"N" if v is None else b"V%d" % v for v in col],)
 
 
-def _txt(v):
-    return f"{len(v)}:{v}"
+def _c_bool(col):
+    return ([b"N" if v is None else b"Vt" if v else b"Vf" for v in col],)
 
 
-def _mtxt(v):
-    s = _mixed_text(v)
-    return f"{len(s)}:{s}"
+def _c_float(col):
+    return ([b"N" if v is None else b"V" + _pack_f8(float(v)).hex().encode() for v in col],)
 
 
-def _b(v):
-    return "t" if v else "f"
+def _micros(s: str) -> int:
+    d = _fromiso(s)
+    if d.tzinfo is not None:
+        d = d.astimezone(UTC).replace(tzinfo=None)
+    return (d - EPOCH) // _MICRO
 
 
-def _utf8hex(v):
-    return v.encode("utf-8").hex()
+def _c_timestamp(col):
+    # Python's ISO parser on the source text (not the loader's batch conversion); the
+    # analysis has also checked every value longer than 26 characters with the strict
+    # ISO_RE, and the tests compare with an independent parser
+    return ([b"N" if v is None else b"V%d" % _micros(v.decode()) for v in col],)
 
 
-def _mbhex(v):
-    return _mixed_bytea(v).hex()
-
-
-def _bhex(v):
-    return v.hex()
-
-
-def _source_fn(c):
+def column_fn(c):
+    """The column's function: values -> tuple of canonical field lists."""
     t = c.pg_type
-    if t == "bigint" or t == "numeric":
-        return str
-    if t == "double precision":
-        return _f8
-    if t == "boolean":
-        return _b
-    if t == "timestamptz":
-        return _ts
-    if t == "jsonb":
-        return json_canon
-    if t == "text":
-        return _mtxt if c.conv == "mixed_text" else _txt
+    if t in ("text", "json"):
+        return functools.partial(_c_text, mixed=c.conv == "mixed_text")
     if t == "bytea":
-        return {"utf8": _utf8hex, "mixed_bytea": _mbhex}.get(c.conv, _bhex)
-    raise ValueError(t)
+        return functools.partial(_c_hex, mixed=c.conv == "mixed_bytea")
+    return {"bigint": _c_int, "numeric": _c_int, "boolean": _c_bool,
+            "double precision": _c_float, "timestamptz": _c_timestamp}[t]
 
 
-def _row_fn(fns):
-    env = {f"f{i}": f for i, f in enumerate(fns)}
-    parts = [f"('N' if r[{i}] is None else 'V' + f{i}(r[{i}]))" for i in range(len(fns))]
-    return eval("lambda r: '|'.join((" + ", ".join(parts) + ",))", env)  # noqa: S307
+def row_fields(t: Table):
+    """A function of a batch's columns -> the rows' canonical fields, column-wise."""
+    fns = [column_fn(c) for c in t.columns]
+
+    def fields(columns):
+        out = []
+        for f, col in zip(fns, columns):
+            out += f(col)
+        return out
+    return fields
 
 
-def _acc(rows_iter, fn):
-    md5 = hashlib.md5
-    fb = int.from_bytes
-    total = 0
-    n = 0
-    for r in rows_iter:
-        total += fb(md5(fn(r).encode("utf-8")).digest()[:8], "big", signed=True)
-        n += 1
-    return n, total
+_digest = operator.methodcaller("digest")
+_first8 = operator.itemgetter(slice(0, 8))
+_signed = functools.partial(int.from_bytes, byteorder="big", signed=True)
+_join = b"|".join
 
 
-def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
+def row_hashes(fields: list[list[bytes]]):
+    """Row hashes (signed 64-bit) of a batch given as columns of canonical fields."""
+    return map(_signed, map(_first8, map(_digest, map(hashlib.md5, map(_join, zip(*fields))))))
+
+
+def source_hasher(t: Table):
+    """A function of a batch's columns (original SQLite values, text as bytes) that adds
+    the batch to the table's checksum; ``.result()`` gives (rows, sum)."""
+    fields = row_fields(t)
+    state = [0, 0]
+
+    def add(columns):
+        if columns:
+            state[0] += len(columns[0])
+            state[1] += sum(row_hashes(fields(columns)))
+    add.result = lambda: (state[0], state[1])
+    return add
+
+
+def _source_rows(db: Database, t: Table, extra: str = ""):
     con = open_snapshot(db.source.snapshot or db.source.path)
+    con.text_factory = bytes
+    cols = ", ".join(qi(c.name) for c in t.columns)
+    cur = con.execute(f"SELECT {cols}{extra} FROM {qi(t.name)}")
     try:
-        fn = _row_fn([_source_fn(c) for c in t.columns])
-        cur = con.execute(f"SELECT {', '.join(qi(c.name) for c in t.columns)} "
-                          f"FROM {qi(t.name)}")
-        cur.arraysize = 10000
-
-        def it():
-            while True:
-                rows = cur.fetchmany()
-                if not rows:
-                    return
-                yield from rows
-        return _acc(it(), fn)
+        while True:
+            rows = cur.fetchmany(10000)
+            if not rows:
+                return
+            yield rows
     finally:
         con.close()
 
 
-def _pg_expr(c) -> str:
+def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
+    add = source_hasher(t)
+    with no_gc():
+        for rows in _source_rows(db, t):
+            add(list(zip(*rows)))
+    return add.result()
+
+
+# ---------------------------------------------------------------------------- PostgreSQL side
+def _pg_field(c) -> str:
+    """The column's canonical field(s) in SQL: the same bytes as :func:`column_fn`."""
     q = qi(c.name)
     t = c.pg_type
+    if t in ("text", "json"):
+        return f"coalesce('V' || octet_length({q}::text)::text || ':', 'N') || '|' || coalesce({q}::text, '')"
     if t in ("bigint", "numeric"):
         e = f"{q}::text"
     elif t == "double precision":
         e = f"encode(float8send({q}), 'hex')"
     elif t == "boolean":
-        e = f"CASE WHEN {q} THEN 't' ELSE 'f' END"
+        return f"CASE WHEN {q} THEN 'Vt' WHEN NOT {q} THEN 'Vf' ELSE 'N' END"
     elif t == "timestamptz":
         e = f"(extract(epoch FROM {q}) * 1000000)::bigint::text"
-    elif t == "text":
-        e = f"length({q})::text || ':' || {q}"
     elif t == "bytea":
         e = f"encode({q}, 'hex')"
     else:
@@ -157,37 +186,21 @@ def _pg_expr(c) -> str:
     return f"coalesce('V' || {e}, 'N')"
 
 
+def _pg_row(t: Table) -> str:
+    return " || '|' || ".join(_pg_field(c) for c in t.columns)
+
+
 def pg_checksum(dsn: str, schema: str, t: Table) -> tuple[int, int]:
-    tq = f"{qi(schema)}.{qi(t.pg)}"
+    from .loader import connect
     with connect(dsn, autocommit=True) as con:
-        if not any(c.pg_type == "jsonb" for c in t.columns):
-            row = " || '|' || ".join(_pg_expr(c) for c in t.columns)
-            n, s = con.execute(
-                f"SELECT count(*), coalesce(sum(('x' || left(md5({row}), 16))"
-                f"::bit(64)::bigint), 0)::text FROM {tq}").fetchone()
-            return n, int(s)
-        exprs, fns = [], []
-        for c in t.columns:
-            if c.pg_type == "jsonb":
-                exprs.append(f"{qi(c.name)}::text")
-                fns.append(json_canon)
-            else:
-                exprs.append(_pg_expr(c))
-                fns.append(None)
-        env = {f"f{i}": f for i, f in enumerate(fns) if f}
-        parts = [f"('N' if r[{i}] is None else 'V' + f{i}(r[{i}]))" if f else f"r[{i}]"
-                 for i, f in enumerate(fns)]
-        fn = eval("lambda r: '|'.join((" + ", ".join(parts) + ",))", env)  # noqa: S307
-        con.autocommit = False
-        with con.cursor(name="chk") as cur:
-            cur.itersize = 10000
-            cur.execute(f"SELECT {', '.join(exprs)} FROM {tq}")
-            res = _acc(cur, fn)
-            con.rollback()
-            return res
+        n, s = con.execute(
+            f"SELECT count(*), coalesce(sum(('x' || left(md5({_pg_row(t)}), 16))"
+            f"::bit(64)::bigint), 0)::text FROM {qi(schema)}.{qi(t.pg)}").fetchone()
+        return n, int(s)
 
 
 def pg_columns(dsn: str, schema: str) -> dict[str, dict[str, str]]:
+    from .loader import connect
     with connect(dsn, autocommit=True) as con:
         out: dict[str, dict[str, str]] = {}
         for tbl, col, typ in con.execute(
@@ -202,18 +215,191 @@ def pg_columns(dsn: str, schema: str) -> dict[str, dict[str, str]]:
         return out
 
 
-def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dict]:
-    """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check."""
+# ---------------------------------------------------------------------------- differences
+def _text_of(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else repr(value)
+
+
+def _shown(column: str | None, value, at: int = 0) -> str | None:
+    """A value as the report shows it: secret-looking columns masked, long ones cut to
+    a window that starts near ``at`` (where the two sides start to differ)."""
+    if value is None:
+        return None
+    if column and SECRET_RE.search(column):
+        return "***"
+    text = _text_of(value)
+    if len(text) <= 120:
+        return text
+    start = max(0, min(at - 40, len(text) - 110))
+    return ("..." if start else "") + text[start:start + 110] + ("..." if start + 110 < len(text) else "")
+
+
+def _shown_pair(column: str, source, target) -> tuple:
+    a, b = _text_of(source), _text_of(target)
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return _shown(column, source, at), _shown(column, target, at)
+
+
+def _key_columns(t: Table) -> list[int]:
+    names = [c.name for c in t.columns]
+    return [names.index(p) for p in t.pk] if t.pk and not t.pk_skipped else []
+
+
+def differences(dsn: str, schema: str, db: Database, t: Table,
+                limit: int = MISMATCHES_SHOWN) -> tuple[int, list[dict]]:
+    """(number of rows that differ, the first ``limit`` of them, each with its key, the
+    column that differs and both values).  Rows are matched by primary key; a table
+    without one is compared as a multiset of rows, and its rows are named by rowid."""
+    from .loader import connect
+    names = [c.name for c in t.columns]
+    keyed = _key_columns(t)
+    fields = row_fields(t)
+    widths = [2 if c.pg_type in ("text", "json") else 1 for c in t.columns]
+
+    def canonical(rows):
+        """Per row: its canonical field per column (as the SQL of _pg_field gives it)."""
+        flat = list(zip(*fields(list(zip(*rows))))) if rows else []
+        out = []
+        for f in flat:
+            cols, i = [], 0
+            for w in widths:
+                cols.append(_join(f[i:i + w]))
+                i += w
+            out.append(cols)
+        return out
+
+    def key_of(cols):
+        return _join([cols[i] for i in keyed])
+
+    # pass 1: row hashes by key (or a multiset of row hashes)
+    source: dict = {}
+    bag: collections.Counter = collections.Counter()
+    for rows in _source_rows(db, t):
+        for cols in canonical(rows):
+            h = hashlib.md5(_join(cols)).hexdigest()
+            if keyed:
+                source[key_of(cols)] = h
+            else:
+                bag[h] += 1
+    key_sql = " || '|' || ".join(_pg_field(t.columns[i]) for i in keyed) or "''"
+    tq = f"{qi(schema)}.{qi(t.pg)}"
+    target: dict = {}
+    with connect(dsn) as con, con.cursor(name="differences") as cur:
+        cur.itersize = 10000
+        cur.execute(f"SELECT convert_to({key_sql}, 'UTF8'), md5({_pg_row(t)}) FROM {tq}")
+        for key, h in cur:
+            if keyed:
+                target[bytes(key)] = h
+            else:
+                bag[h] -= 1
+    if keyed:
+        missing = [k for k in source if k not in target]
+        extra = [k for k in target if k not in source]
+        changed = [k for k in source if k in target and source[k] != target[k]]
+        count = len(missing) + len(extra) + len(changed)
+        order = (changed + missing + extra)[:limit]
+    else:
+        missing_h = {h: n for h, n in bag.items() if n > 0}
+        extra_h = {h: -n for h, n in bag.items() if n < 0}
+        count = max(sum(missing_h.values()), sum(extra_h.values()))
+
+    # pass 2: the first few rows themselves, on both sides
+    src_rows: dict = {}
+    for rows in _source_rows(db, t, extra=", rowid" if not keyed and t.rowid else ""):
+        for row, cols in zip(rows, canonical([r[:len(names)] for r in rows])):
+            if keyed:
+                k = key_of(cols)
+                if k in order:
+                    src_rows[k] = (row, cols)
+            else:
+                h = hashlib.md5(_join(cols)).hexdigest()
+                if missing_h.get(h) and len(src_rows) < limit:
+                    missing_h[h] -= 1
+                    src_rows[len(src_rows)] = (row, cols)
+    tgt_rows: dict = {}
+    shown = ", ".join(f"{qi(n)}::text" for n in names)
+    each = ", ".join(f"convert_to({_pg_field(c)}, 'UTF8')" for c in t.columns)
+    with connect(dsn) as con, con.cursor(name="rows") as cur:
+        cur.itersize = 10000
+        cur.execute(f"SELECT convert_to({key_sql}, 'UTF8'), md5({_pg_row(t)}), {shown}, {each} "
+                    f"FROM {tq}")
+        n = len(names)
+        for r in cur:
+            k, h, values, cols = bytes(r[0]), r[1], r[2:2 + n], [bytes(x) for x in r[2 + n:]]
+            if keyed and k in order:
+                tgt_rows[k] = (values, cols)
+            elif not keyed and extra_h.get(h) and len(tgt_rows) < limit:
+                extra_h[h] -= 1
+                tgt_rows[len(tgt_rows)] = (values, cols)
+
+    def shown_key(row):
+        return {names[i]: _shown(names[i], row[i]) for i in keyed}
+
+    out: list[dict] = []
+    pairs = []      # (key, source row, source canonical, target row, target canonical)
+    if keyed:
+        for k in order:
+            s, g = src_rows.get(k), tgt_rows.get(k)
+            pairs.append((shown_key(s[0] if s else g[0]), *(s or (None, None)), *(g or (None, None))))
+    else:
+        unpaired = list(tgt_rows.values())
+        for row, cols in src_rows.values():
+            # the target row that differs from it in the fewest columns
+            best = min(unpaired, key=lambda g: sum(a != b for a, b in zip(cols, g[1])), default=None)
+            if best is not None:
+                unpaired.remove(best)
+            pairs.append(({"rowid": row[len(names)]} if t.rowid else {}, row, cols,
+                          *(best or (None, None))))
+        pairs += [({}, None, None, values, cols) for values, cols in unpaired]
+    for key, srow, scols, trow, tcols in pairs:
+        if srow is not None and trow is not None:
+            for i, name in enumerate(names):
+                if scols[i] != tcols[i]:
+                    shown_s, shown_t = _shown_pair(name, srow[i], trow[i])
+                    out.append({"key": key, "column": name, "problem": "value differs",
+                                "source": shown_s, "target": shown_t})
+        elif srow is not None:
+            out.append({"key": key, "column": None, "problem": "row missing in target",
+                        "source": _shown(None, _row_text(names, srow)), "target": None})
+        else:
+            out.append({"key": key, "column": None, "problem": "row not in the source",
+                        "source": None, "target": _shown(None, _row_text(names, trow))})
+    return count, out[:limit]
+
+
+def _row_text(names, row) -> str:
+    return ", ".join(f"{n}={_shown(n, v)}" for n, v in zip(names, row))
+
+
+def describe(m: dict) -> str:
+    key = ", ".join(f"{k}={v!r}" for k, v in m["key"].items()) or "no key"
+    if m["column"] is None:
+        return f"({key}) {m['problem']}: {m['source'] or m['target']}"
+    def show(v):
+        return "NULL" if v is None else repr(v)
+    return f"({key}) column {m['column']}: source {show(m['source'])} != target {show(m['target'])}"
+
+
+# ---------------------------------------------------------------------------- the verdict
+def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
+           pg_sums: dict | None = None) -> list[dict]:
+    """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
+
+    A migration passes the checksums it computed while loading: the source side in
+    ``Table.checksum`` and the server's in ``pg_sums[(schema, table)]`` (a future);
+    ``verify`` computes both here."""
     results = []
     futures = []
-    with no_gc(), ThreadPoolExecutor(max(2, jobs + 1)) as ex:
+    with no_gc(), ThreadPoolExecutor(max(2, jobs)) as ex:
         for db in dbs:
             schema = schema_of(db)
             actual = pg_columns(dsn, schema)
             for t in sorted(db.tables, key=lambda t: -t.rows):
                 res = {"schema": db.schema, "table": t.name, "source_rows": t.rows,
                        "target_rows": None, "source_checksum": None, "target_checksum": None,
-                       "problems": []}
+                       "problems": [], "mismatches": []}
                 results.append(res)
                 cols = actual.get(t.pg)
                 if cols is None:
@@ -228,24 +414,29 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dic
                             f"column {c.name}: type {cols.get(c.name)} != {want}")
                 if res["problems"]:
                     continue
-                futures.append((res, ex.submit(sqlite_checksum, db, t),
-                                ex.submit(pg_checksum, dsn, schema, t)))
-        for res, fs, fp in futures:
+                fs = (t.checksum if t.checksum is not None
+                      else ex.submit(sqlite_checksum, db, t))
+                fp = (pg_sums or {}).get((db.schema, t.name)) or ex.submit(pg_checksum, dsn, schema, t)
+                futures.append((res, db, schema, t, fs, fp))
+        for res, db, schema, t, fs, fp in futures:
             try:
-                n1, s1 = fs.result()
+                n1, s1 = fs if isinstance(fs, tuple) else fs.result()
                 res["source_rows"], res["source_checksum"] = n1, f"{s1:x}"
             except Exception as e:  # noqa: BLE001
-                res["problems"].append(f"source checksum failed: {e}")
+                res["problems"].append(f"source checksum failed: {e.__class__.__name__}: {e}")
             try:
                 n2, s2 = fp.result()
                 res["target_rows"], res["target_checksum"] = n2, f"{s2:x}"
             except Exception as e:  # noqa: BLE001
                 res["problems"].append(f"target checksum failed: {e.__class__.__name__}: {e}")
-            if not res["problems"]:
-                if res["source_rows"] != res["target_rows"]:
-                    res["problems"].append("row count differs")
-                elif res["source_checksum"] != res["target_checksum"]:
-                    res["problems"].append("content checksum differs")
+            if res["problems"] or (res["source_rows"], res["source_checksum"]) == (
+                    res["target_rows"], res["target_checksum"]):
+                continue
+            count, shown = differences(dsn, schema, db, t)
+            res["mismatches"] = shown
+            res["problems"].append(
+                f"{count} row(s) differ (source {res['source_rows']} rows, target "
+                f"{res['target_rows']}); first {len(shown)} below")
     for r in results:
         r["ok"] = not r["problems"]
     return results
