@@ -272,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\ndry run: nothing was changed")
             return _finish(report, args, out, EXIT_OK, dbs)
 
-        from .loader import Loader, STAGING
+        from .loader import STAGING, Loader, check_target
         from .verify import verify
+
+        check_target(target)
 
         if args.command == "verify":
             t = time.perf_counter()

@@ -108,6 +108,16 @@ def connect(dsn: str, **kw) -> psycopg.Connection:
     return con
 
 
+def check_target(dsn: str) -> None:
+    """The target database must store text as UTF-8: SQLite's text is UTF-8, and the
+    verification reads the stored bytes (``textsend``)."""
+    with connect(dsn, autocommit=True) as con:
+        (encoding,) = con.execute("SHOW server_encoding").fetchone()
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise MigrationError(f"the target database's encoding is {encoding}, not UTF8: create it "
+                             "with ENCODING 'UTF8' (RDS databases are UTF8 by default)")
+
+
 def col_ddl(c, pk: bool) -> str:
     s = f"{qi(c.name)} {c.pg_ddl_type}"
     if c.identity:

@@ -1,27 +1,27 @@
 """Verification: row counts and order-independent content checksums on both sides; when
 they differ, the rows and columns that differ.
 
-Each value has a canonical field, the same bytes on both sides: ``N`` for NULL, else
-``V`` + its canonical form:
+A row's canonical bytes are its fields joined by NUL (``\\x00``); a NULL is ``\\xff``;
+a value is:
 
-* bigint, numeric: decimal; boolean: ``t``/``f``
-* double precision: the 8 IEEE-754 bytes, big-endian, as hex (``float8send``): exact
-* text and json: ``<byte length>:<UTF-8 bytes>`` (the length makes the row unambiguous);
-  json keeps its text exactly, so this is the source text itself
-* bytea: hex of the bytes
-* timestamptz: microseconds since 1970-01-01 UTC
+* text and json: its UTF-8 bytes (json keeps its text exactly);
+* bigint, numeric: decimal; boolean: ``t``/``f``; timestamptz: microseconds since
+  1970-01-01 UTC, in decimal;
+* double precision: the 8 IEEE-754 bytes, big-endian, in hex (``float8send``): exact;
+* bytea: hex.
 
-A row is its fields joined by ``|``; its hash is the first 8 bytes of the row's MD5 as a
-signed 64-bit integer, and a table's checksum is the row count and the exact sum of its
-row hashes (order independent).
+No field contains a NUL (PostgreSQL text cannot hold one; the rest is ASCII) and none a
+``\\xff`` (never in UTF-8), so different rows never give the same bytes.  A row's hash is
+the first 8 bytes of their MD5 as a signed 64-bit integer, and a table's checksum is the
+row count and the exact sum of its row hashes (order independent).
 
-The source side is computed from the original SQLite values (text as UTF-8 bytes), by
-these functions and not by the loader's conversions: while a migration loads a table
-(the source is read once, :func:`source_hasher`), or by reading the source again
-(``verify``). The PostgreSQL side is computed by the server in SQL (:func:`pg_checksum`),
-from the stored values. When the checksums differ, :func:`differences` compares the
-tables row by row (by primary key, else as multisets of rows) and names the first rows,
-columns and values that differ.
+The source side is computed from the original SQLite values (text as UTF-8 bytes) by
+these functions, not by the loader's conversions: while a migration loads a table (the
+source is read once, :func:`source_hasher`), or by reading the source again (``verify``).
+The PostgreSQL side is computed by the server in SQL (:func:`pg_checksum`) from the stored
+values.  When the checksums differ, :func:`differences` compares the tables row by row (by
+primary key, else as multisets of rows) and names the first rows, columns and values that
+differ.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import collections
 import datetime as _dt
 import functools
 import hashlib
+import itertools
 import operator
 import re
 import struct
@@ -45,59 +46,83 @@ _pack_f8 = struct.Struct(">d").pack
 
 
 # ---------------------------------------------------------------------------- source side
-# Column functions: a batch's column of original values -> its canonical fields.  Text
-# is two fields (``V<length>:`` and the bytes) so that the value itself is not copied.
+# Column functions: a batch's column of original values -> its canonical fields.  Where
+# the batch has no NULL they are C-level maps (no Python code per value).
+NULL = b"\xff"
+SEP = b"\x00"
+_decimal = b"%d".__mod__
+# (another value only while a sampled plan is loaded: that plan is then replaced)
+_bool_field = collections.defaultdict(lambda: b"?", {0: b"f", 1: b"t", None: NULL}).__getitem__
+_hex = operator.methodcaller("hex")
+_encode = operator.methodcaller("encode")
+
+
+def _nulls(fn, col):
+    """``fn`` on the values of a column that has NULLs (kept as NULL)."""
+    values = [v for v in col if v is not None]
+    it = iter(fn(values))
+    return [NULL if v is None else next(it) for v in col]
+
+
 def _mixed(v):
     # a column of several storage classes: integers in decimal, reals as repr, text as is
-    if type(v) is bytes or v is None:
+    if type(v) is bytes:
         return v
     return (repr(v) if isinstance(v, float) else str(v)).encode()
 
 
-def _c_text(col, mixed=False):
-    if mixed:
-        col = list(map(_mixed, col))
-    return ([b"N" if v is None else b"V%d:" % len(v) for v in col],
-            [b"" if v is None else v for v in col])
+def _c_text(col):
+    return [NULL if v is None else v for v in col] if None in col else col
 
 
-def _c_hex(col, mixed=False):
-    if mixed:
-        col = list(map(_mixed, col))
-    return ([b"N" if v is None else b"V" + v.hex().encode() for v in col],)
+def _c_mixed_text(col):
+    return [NULL if v is None else _mixed(v) for v in col]
 
 
 def _c_int(col):
-    return ([b"N" if v is None else b"V%d" % v for v in col],)
+    return [NULL if v is None else b"%d" % v for v in col] if None in col else list(map(_decimal, col))
 
 
 def _c_bool(col):
-    return ([b"N" if v is None else b"Vt" if v else b"Vf" for v in col],)
+    return list(map(_bool_field, col))
+
+
+def _floats(values):
+    return map(_encode, map(_hex, map(_pack_f8, map(float, values))))
 
 
 def _c_float(col):
-    return ([b"N" if v is None else b"V" + _pack_f8(float(v)).hex().encode() for v in col],)
+    return _nulls(_floats, col) if None in col else list(_floats(col))
 
 
-def _micros(s: str) -> int:
-    d = _fromiso(s)
-    if d.tzinfo is not None:
-        d = d.astimezone(UTC).replace(tzinfo=None)
-    return (d - EPOCH) // _MICRO
+def _c_hex(col, mixed=False):
+    return [NULL if v is None else (_mixed(v) if mixed else v).hex().encode() for v in col]
+
+
+_tzinfo = operator.attrgetter("tzinfo")
+
+
+def _instants(values):
+    # Python's ISO parser on the source text (not the loader's batch conversion; the
+    # analysis also checked every value longer than 26 characters with the strict
+    # ISO_RE, and the tests compare with an independent parser)
+    parsed = list(map(_fromiso, map(bytes.decode, values)))
+    if any(map(_tzinfo, parsed)):
+        parsed = [d if d.tzinfo is None else d.astimezone(UTC).replace(tzinfo=None) for d in parsed]
+    micros = map(operator.floordiv, map(operator.sub, parsed, itertools.repeat(EPOCH)),
+                 itertools.repeat(_MICRO))
+    return list(map(_decimal, micros))
 
 
 def _c_timestamp(col):
-    # Python's ISO parser on the source text (not the loader's batch conversion); the
-    # analysis has also checked every value longer than 26 characters with the strict
-    # ISO_RE, and the tests compare with an independent parser
-    return ([b"N" if v is None else b"V%d" % _micros(v.decode()) for v in col],)
+    return _nulls(_instants, col) if None in col else _instants(col)
 
 
 def column_fn(c):
-    """The column's function: values -> tuple of canonical field lists."""
+    """The column's function: a batch's values -> their canonical fields."""
     t = c.pg_type
     if t in ("text", "json"):
-        return functools.partial(_c_text, mixed=c.conv == "mixed_text")
+        return _c_mixed_text if c.conv == "mixed_text" else _c_text
     if t == "bytea":
         return functools.partial(_c_hex, mixed=c.conv == "mixed_bytea")
     return {"bigint": _c_int, "numeric": _c_int, "boolean": _c_bool,
@@ -105,21 +130,15 @@ def column_fn(c):
 
 
 def row_fields(t: Table):
-    """A function of a batch's columns -> the rows' canonical fields, column-wise."""
+    """A function of a batch's columns -> the columns of canonical fields."""
     fns = [column_fn(c) for c in t.columns]
-
-    def fields(columns):
-        out = []
-        for f, col in zip(fns, columns):
-            out += f(col)
-        return out
-    return fields
+    return lambda columns: [f(col) for f, col in zip(fns, columns)]
 
 
 _digest = operator.methodcaller("digest")
 _first8 = operator.itemgetter(slice(0, 8))
 _signed = functools.partial(int.from_bytes, byteorder="big", signed=True)
-_join = b"|".join
+_join = SEP.join
 
 
 def row_hashes(fields: list[list[bytes]]):
@@ -166,28 +185,28 @@ def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- PostgreSQL side
 def _pg_field(c) -> str:
-    """The column's canonical field(s) in SQL: the same bytes as :func:`column_fn`."""
+    """The column's canonical field in SQL (bytea): the same bytes as :func:`column_fn`.
+    ``textsend`` gives a text's bytes as stored: UTF-8 (the target must be a UTF-8
+    database, see :func:`pg_checksum`)."""
     q = qi(c.name)
     t = c.pg_type
-    if t in ("text", "json"):
-        return f"coalesce('V' || octet_length({q}::text)::text || ':', 'N') || '|' || coalesce({q}::text, '')"
-    if t in ("bigint", "numeric"):
+    if t in ("text", "json", "bigint", "numeric"):
         e = f"{q}::text"
     elif t == "double precision":
         e = f"encode(float8send({q}), 'hex')"
     elif t == "boolean":
-        return f"CASE WHEN {q} THEN 'Vt' WHEN NOT {q} THEN 'Vf' ELSE 'N' END"
+        e = f"CASE WHEN {q} THEN 't' WHEN NOT {q} THEN 'f' END"    # NULL stays NULL
     elif t == "timestamptz":
         e = f"(extract(epoch FROM {q}) * 1000000)::bigint::text"
     elif t == "bytea":
         e = f"encode({q}, 'hex')"
     else:
         raise ValueError(t)
-    return f"coalesce('V' || {e}, 'N')"
+    return f"coalesce(textsend({e}), '\\xff'::bytea)"
 
 
 def _pg_row(t: Table) -> str:
-    return " || '|' || ".join(_pg_field(c) for c in t.columns)
+    return " || '\\x00'::bytea || ".join(_pg_field(c) for c in t.columns)
 
 
 def pg_checksum(dsn: str, schema: str, t: Table) -> tuple[int, int]:
@@ -256,19 +275,10 @@ def differences(dsn: str, schema: str, db: Database, t: Table,
     names = [c.name for c in t.columns]
     keyed = _key_columns(t)
     fields = row_fields(t)
-    widths = [2 if c.pg_type in ("text", "json") else 1 for c in t.columns]
 
     def canonical(rows):
-        """Per row: its canonical field per column (as the SQL of _pg_field gives it)."""
-        flat = list(zip(*fields(list(zip(*rows))))) if rows else []
-        out = []
-        for f in flat:
-            cols, i = [], 0
-            for w in widths:
-                cols.append(_join(f[i:i + w]))
-                i += w
-            out.append(cols)
-        return out
+        """Per row: its canonical field per column (as _pg_field gives it)."""
+        return list(map(list, zip(*fields(list(zip(*rows)))))) if rows else []
 
     def key_of(cols):
         return _join([cols[i] for i in keyed])
@@ -283,12 +293,12 @@ def differences(dsn: str, schema: str, db: Database, t: Table,
                 source[key_of(cols)] = h
             else:
                 bag[h] += 1
-    key_sql = " || '|' || ".join(_pg_field(t.columns[i]) for i in keyed) or "''"
+    key_sql = " || '\\x00'::bytea || ".join(_pg_field(t.columns[i]) for i in keyed) or "''::bytea"
     tq = f"{qi(schema)}.{qi(t.pg)}"
     target: dict = {}
     with connect(dsn) as con, con.cursor(name="differences") as cur:
         cur.itersize = 10000
-        cur.execute(f"SELECT convert_to({key_sql}, 'UTF8'), md5({_pg_row(t)}) FROM {tq}")
+        cur.execute(f"SELECT {key_sql}, md5({_pg_row(t)}) FROM {tq}")
         for key, h in cur:
             if keyed:
                 target[bytes(key)] = h
@@ -320,10 +330,10 @@ def differences(dsn: str, schema: str, db: Database, t: Table,
                     src_rows[len(src_rows)] = (row, cols)
     tgt_rows: dict = {}
     shown = ", ".join(f"{qi(n)}::text" for n in names)
-    each = ", ".join(f"convert_to({_pg_field(c)}, 'UTF8')" for c in t.columns)
+    each = ", ".join(_pg_field(c) for c in t.columns)
     with connect(dsn) as con, con.cursor(name="rows") as cur:
         cur.itersize = 10000
-        cur.execute(f"SELECT convert_to({key_sql}, 'UTF8'), md5({_pg_row(t)}), {shown}, {each} "
+        cur.execute(f"SELECT {key_sql}, md5({_pg_row(t)}), {shown}, {each} "
                     f"FROM {tq}")
         n = len(names)
         for r in cur:
