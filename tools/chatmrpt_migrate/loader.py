@@ -482,9 +482,10 @@ class Loader:
             if identity:
                 col = qi(t.identity_col)
                 mx = con.execute(f"SELECT max({col}) FROM {tq}").fetchone()[0]
-                nxt = max(mx or 0, t.identity_next or 0) + 1
-                t.identity_next = nxt - 1
-                con.execute(f"ALTER TABLE {tq} ALTER COLUMN {col} RESTART WITH {nxt}")
+                last = max(mx or 0, t.identity_next or 0)
+                t.identity_next = last
+                if last < 2 ** 63 - 1:     # else the identity is used up, as in SQLite
+                    con.execute(f"ALTER TABLE {tq} ALTER COLUMN {col} RESTART WITH {last + 1}")
         dt = time.perf_counter() - t0
         with self.lock:
             self.timings[f"{db.schema}.{t.name}"][f"key {name}"] = round(dt, 3)

@@ -26,7 +26,7 @@ BOOL_NAME_RE = re.compile(r"^(is|has|can|should|was|did|allow|enable|enabled)_",
 ISO_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
     r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?"
-    r"(?:\s?(Z|z|[+-]\d{2}(?::?\d{2})?))?)?$")
+    r"(?:(Z|z|[+-]\d{2}(?::?\d{2})?))?)?$")
 MAX_SAFE_INT = 2 ** 53
 UTC = _dt.timezone.utc
 EPOCH = _dt.datetime(1970, 1, 1)
@@ -273,32 +273,6 @@ def affinity(decl: str) -> str:
 
 
 # ---------------------------------------------------------------------------- value parsing
-def parse_ts(s: str) -> _dt.datetime | None:
-    """Strict ISO-8601 -> naive UTC datetime (zone-less values are UTC), None if invalid."""
-    m = ISO_RE.match(s)
-    if not m:
-        return None
-    y, mo, d, h, mi, se, fr, tz = m.groups()
-    try:
-        v = _dt.datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(se or 0),
-                         int((fr or "0").ljust(6, "0")))
-    except ValueError:
-        return None
-    if tz and tz not in ("Z", "z"):
-        sign = -1 if tz[0] == "-" else 1
-        digits = tz[1:].replace(":", "")
-        hh, mm = int(digits[:2]), int(digits[2:4] or 0)
-        if hh > 15 or mm > 59:
-            return None
-        try:
-            v = v - sign * _dt.timedelta(hours=hh, minutes=mm)
-        except OverflowError:
-            return None
-    if not (1 <= v.year <= 9999):
-        return None
-    return v
-
-
 _fromiso = _dt.datetime.fromisoformat
 
 
@@ -306,8 +280,7 @@ def ts_from_text(s: str) -> _dt.datetime:
     """Fast path used by the loader (C parser): naive UTC datetime.
 
     The analysis only maps a column to timestamptz when every value passes both this
-    parser and the strict :func:`parse_ts` regex check; verification recomputes the
-    instants with :func:`parse_ts`, so the two parsers are checked against each other.
+    parser and the strict ISO_RE (:func:`_ts_batch`).
     """
     v = _fromiso(s)
     if v.tzinfo is not None:
@@ -319,31 +292,42 @@ TS_PREFIX_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}.{0,25}", re.S)
 _tzinfo = operator.attrgetter("tzinfo")
 
 
-def ts_column_check(cursor) -> tuple[bool, bool]:
-    """(every value converts, some value carries a zone offset) for ``(value,)`` rows.
+def _to_utc(parsed: list) -> list:
+    """Naive UTC datetimes; OverflowError when a value's UTC instant is outside years
+    1-9999 (e.g. 0001-01-01T00:30+01:00)."""
+    if not any(map(_tzinfo, parsed)):
+        return parsed
+    return [v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo is not None else v
+            for v in parsed]
 
-    Same rules as SQL ``GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'`` and
-    ``length <= 35``; Python's C ISO parser (the loader's) must accept every value;
-    values longer than "YYYY-MM-DDTHH:MM:SS.ffffff" (26) must also match the strict
-    ISO_RE (it rejects more than 6 fractional digits, which fromisoformat would silently
-    truncate).  Runs as C-level ``map`` passes, no per-value Python code.
-    """
+
+def _ts_batch(values) -> list | None:
+    """The timestamp rules on a batch of ``str`` values (no NULLs): every value matches
+    the SQL prefix test (``GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'``, length
+    <= 35) and the strict ISO_RE (basic-format times, other separators, a space before
+    the zone and more than 6 fractional digits are text), Python's C ISO parser reads it,
+    and its UTC instant is within years 1-9999.  The naive-UTC datetimes, or None.
+    C-level ``map`` passes, no per-value Python code (but for values with a zone)."""
+    if not all(map(TS_PREFIX_RE.fullmatch, values)) or not all(map(ISO_RE.match, values)):
+        return None
+    try:
+        return _to_utc(list(map(_fromiso, values)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def ts_column_check(cursor) -> tuple[bool, bool]:
+    """(every value converts, some value carries a zone offset) for ``(value,)`` rows,
+    by the rules of :func:`_ts_batch`."""
     aware = False
-    rx = ISO_RE.match
     while True:
         rows = cursor.fetchmany(100_000)
         if not rows:
             return True, aware
         (values,) = zip(*rows)
-        if not all(map(TS_PREFIX_RE.fullmatch, values)):
+        if _ts_batch(values) is None:
             return False, False
-        try:
-            parsed = list(map(_fromiso, values))
-        except ValueError:
-            return False, False
-        if max(map(len, values)) > 26 and not all(rx(v) for v in values if len(v) > 26):
-            return False, False
-        aware = aware or any(map(_tzinfo, parsed))
+        aware = aware or any(ISO_RE.match(v).group(8) for v in values)
 
 
 class TimestampRejected(Exception):
@@ -358,18 +342,7 @@ def ts_values_check(values: list) -> list | None:
     """The :func:`ts_column_check` rules on one batch of ``str`` values (no NULLs), done by
     the loader while it streams (optimistic timestamptz): the naive-UTC datetimes, or
     None when a value does not convert (the column must then be text)."""
-    if not values or not all(map(TS_PREFIX_RE.fullmatch, values)):
-        return None if values else []
-    try:
-        parsed = list(map(_fromiso, values))
-    except ValueError:
-        return None
-    if max(map(len, values)) > 26 and not all(ISO_RE.match(v) for v in values if len(v) > 26):
-        return None
-    if any(map(_tzinfo, parsed)):
-        parsed = [v.astimezone(UTC).replace(tzinfo=None) if v.tzinfo is not None else v
-                  for v in parsed]
-    return parsed
+    return _ts_batch(values) if values else []
 
 
 def _bad_constant(c):
@@ -534,6 +507,8 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
     exprs.append(("sum(" + " OR ".join(f"{qi(p)} IS NULL" for p in t.pk) + ")")
                  if t.pk else "0")
     r = con.execute(f"SELECT {', '.join(exprs)} FROM {tn}").fetchone()
+    keyed = set(t.pk).union(*(i.columns for i in t.indexes if i.unique))
+    indexed = set(t.pk).union(*(i.columns for i in t.indexes))
     if not sample:
         t.rows = r[0]
     pk_nulls = r[-1] or 0
@@ -570,7 +545,15 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
             has_nul = bool(con.execute(
                 f"SELECT 1 FROM {tn} WHERE typeof({q})='text' "
                 f"AND instr({q}, char(0)) > 0 LIMIT 1").fetchone())
-        _decide(c, nn, ni, nr, nt, nb, imin, imax, ts, js, has_nul)
+        key_ts = c.name in keyed and ts is not None and ts[0]
+        key_js = c.name in indexed and js not in (None, False)
+        _decide(c, nn, ni, nr, nt, nb, imin, imax, None if key_ts else ts,
+                None if key_js else js, has_nul)
+        if key_ts:
+            c.reason = ("ISO-8601 text in a primary key or UNIQUE: kept as text (two "
+                        "spellings of one instant would collide)")
+        elif key_js:
+            c.reason = "JSON text in a key or index: kept as text (json has no btree operator class)"
         if c.reason.startswith("mixed") or c.conv == "utf8":
             t.warnings.append(f"column {c.name}: {c.reason}")
             warn(f"{schema}.{t.name}.{c.name}: {c.reason}")

@@ -419,6 +419,12 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
                     want = PG_TYPE_NAMES.get(c.pg_type, c.pg_type)
                     if c.collation:
                         want += f' COLLATE "{c.collation}"'
+                    # PostgreSQL's json input takes some JSON that Python's json.loads
+                    # refuses (nesting deeper than its recursion limit): such a column is
+                    # json after a migration and text in verify's plan; both hold the
+                    # same text, so the checksums still compare it exactly
+                    if cols.get(c.name) == "json" and c.reason.startswith("JSON-like"):
+                        continue
                     if cols.get(c.name) != want:
                         res["problems"].append(
                             f"column {c.name}: type {cols.get(c.name)} != {want}")
