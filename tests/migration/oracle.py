@@ -27,7 +27,8 @@ to this module's own canonical values before they are compared:
 Rows are matched by the SQLite primary key when there is one (and it holds no NULLs and
 its values stay distinct once converted), otherwise compared as multisets. Column types are
 checked against the README's table too (differences whose ``reason`` starts with
-``type:``), leniently where the README leaves room (see ``_expected_kinds``).
+``type:``; ISO-8601 text in a primary key/UNIQUE and JSON text in a key/index must stay
+text), leniently where the README leaves room (see ``_expected_kinds``).
 
 ``compare(sqlite_path, dsn, schema)`` returns a list of :class:`Difference` (one per
 differing cell, missing or extra row, missing table/column, wrong type);
@@ -706,15 +707,16 @@ def _expected_kinds(con, t: SourceTable, i: int, st: _Stats, actual: str) -> set
         return {"bytea"}
     if classes != {str}:
         return {"text"}
-    if actual in ("ts", "json", "jsonb"):
-        return None
+    # README: ISO-8601 text in a primary key or UNIQUE stays text (two spellings of one
+    # instant would collide), JSON text in a key or an index too (json has no btree class)
+    if actual == "ts":
+        return {"text"} if name in t.unique else None    # values: checked one by one
+    if actual in ("json", "jsonb"):
+        return {"text"} if name in t.indexed else None
     iso, js = _text_status(con, t, name)
     if iso != "no":
-        # README: ISO-8601 text in a primary key or UNIQUE stays text (two spellings of
-        # one instant would collide)
         return {"text"} if name in t.unique else {"ts"} if iso == "yes" else {"ts", "text"}
     if js is not None:
-        # README: JSON text in a key or an index stays text (json has no btree class)
         return {"text"} if name in t.indexed else js
     return {"text"}
 

@@ -23,11 +23,12 @@ hand-written files (regressions of false mismatches seen before).
 
 Hypothesis settings: profile "ci" (``derandomize=True``: the same examples on every run,
 no example database) when CI is set or under pytest-xdist (``make test`` runs
-``pytest -n 2``), else "dev" (random examples; failing ones kept under .cache/hypothesis
-and replayed first). HYPOTHESIS_PROFILE=ci|dev chooses one. Both: ``deadline=None``,
-``too_slow`` suppressed, no "explain" phase, ``max_examples`` = 150: about a minute on 2
-cores when everything passes (~0.3-0.4 s an example); shrinking failures adds up to
-5 minutes (hypothesis stops shrinking after that).
+``pytest -n 2``), else "dev" (random examples; failing ones kept under
+.cache/hypothesis/examples and replayed first). Hypothesis' other files go to
+.cache/hypothesis too (not ./.hypothesis). HYPOTHESIS_PROFILE=ci|dev chooses one.
+Both: ``deadline=None``, ``too_slow`` suppressed, no "explain" phase, ``max_examples`` =
+150: about a minute on 2 cores when everything passes (~0.3-0.4 s an example);
+shrinking failures adds up to 5 minutes (hypothesis stops shrinking after that).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, settings, strategies as st
 from hypothesis import given
+from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 import oracle
@@ -52,6 +54,10 @@ from chatmrpt_migrate.cli import main
 
 _q = oracle.quote_ident
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# hypothesis keeps its files (caches; the "dev" profile's examples) under .cache, not in
+# a .hypothesis directory of the working directory
+HYPOTHESIS_HOME = os.path.join(ROOT, ".cache", "hypothesis")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
 MAX_EXAMPLES = 150
 # no "explain" phase: it reruns every failing example many times to list the lines run
 COMMON = dict(max_examples=MAX_EXAMPLES, deadline=None,
@@ -59,7 +65,7 @@ COMMON = dict(max_examples=MAX_EXAMPLES, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", derandomize=True, database=None, **COMMON)
 settings.register_profile(
-    "dev", database=DirectoryBasedExampleDatabase(os.path.join(ROOT, ".cache", "hypothesis")),
+    "dev", database=DirectoryBasedExampleDatabase(os.path.join(HYPOTHESIS_HOME, "examples")),
     **COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
     "ci" if os.environ.get("CI") or "PYTEST_XDIST_WORKER" in os.environ else "dev")
