@@ -21,7 +21,13 @@ from helpers import run_playbooks
 BAD_INPUTS = [
     ("production", {"aws_network_admin_ssh_cidrs": ["10.0.0.300/24"]}, "aws_network_admin_ssh_cidrs"),
     ("production", {"aws_network_admin_ssh_cidrs": ["not-a-cidr"]}, "aws_network_admin_ssh_cidrs"),
-    ("production", {"aws_network_admin_ssh_cidrs": ["0.0.0.0/0"]}, "may not\ncontain 0.0.0.0/0"),
+    ("production", {"aws_network_admin_ssh_cidrs": ["0.0.0.0/0"]}, "never 0.0.0.0/0"),
+    # the whole internet in other spellings: too wide, or host bits AWS would drop (/0)
+    ("production", {"aws_network_admin_ssh_cidrs": ["0.0.0.0/1"]}, "0.0.0.0/1"),
+    ("production", {"aws_network_admin_ssh_cidrs": ["203.0.113.0/24", "10.0.0.0/0"]}, "10.0.0.0/0"),
+    ("production", {"aws_network_admin_ssh_cidrs": ["10.0.0.0/8"]}, "10.0.0.0/8"),
+    ("production", {"aws_network_admin_ssh_cidrs": ["198.51.100.9/24"]}, "198.51.100.9/24"),
+    ("production", {"aws_network_admin_ssh_min_prefix": 4}, "aws_network_admin_ssh_min_prefix, 8-32"),
     ("production", {"aws_network_vpc_mode": "create", "aws_network_subnet_cidrs": ["10.30.1.0/24"]},
      "aws_network_subnet_cidrs"),
     ("production", {"aws_network_vpc_mode": "shared"}, "aws_network_vpc_mode"),

@@ -81,7 +81,7 @@ def test_launch_template_uses_the_amis_root_device_40gb_encrypted_imdsv2(account
     ebs = data["BlockDeviceMappings"][0]["Ebs"]
     assert (ebs["VolumeSize"], ebs["VolumeType"], ebs["Encrypted"], ebs["DeleteOnTermination"]) == (40, "gp3", True, True)
     assert data["MetadataOptions"]["HttpTokens"] == "required"
-    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     assert data["MetadataOptions"]["HttpEndpoint"] == "enabled"
     assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PREFIX[env]}-EC2-Profile")
     assert data["SecurityGroupIds"] == [group(aws_env, f"{PREFIX[env]}-app")["GroupId"]]

@@ -68,7 +68,8 @@ def test_security_groups_open_only_what_the_contract_says(accounts, aws_env, env
                       for p in g["IpPermissions"])
 
     assert rules(alb) == [(80, 80, ("0.0.0.0/0",), ("::/0",), ()), (443, 443, ("0.0.0.0/0",), ("::/0",), ())]
-    assert rules(app) == [(22, 22, (), (), (app["GroupId"],)), (8000, 8000, (), (), (alb["GroupId"],))]
+    # no SSH: the instances are reached through SSM (nothing syncs between them over SSH)
+    assert rules(app) == [(8000, 8000, (), (), (alb["GroupId"],))]
     assert rules(db) == [(5432, 5432, (), (), (app["GroupId"],))]
     for g in (alb, app, db):
         assert tags_of(g["Tags"]) == {**expected_tags(env, "network"), "Name": g["GroupName"]}

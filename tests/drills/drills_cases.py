@@ -40,7 +40,7 @@ CASES = [
     BadInput("malformed-subnet-cidr", "site.yml", {"aws_network_subnet_cidrs": ["10.225.1.0/24", "10.225.256.0/24"]},
              ("aws_network_subnet_cidrs", "two distinct IPv4 CIDRs", "10.225.256.0/24")),
     BadInput("ssh-from-anywhere", "infrastructure.yml", {"aws_network_admin_ssh_cidrs": ["203.0.113.0/24", "0.0.0.0/0"]},
-             ("aws_network_admin_ssh_cidrs", "0.0.0.0/0", "IPv4 CIDRs")),
+             ("aws_network_admin_ssh_cidrs", "0.0.0.0/0", "IPv4 networks")),
     BadInput("app-port-clashes-with-database-port", "site.yml", {"chatmrpt_app_port": 5432},
              ("aws_network_app_port", "aws_network_db_port", "5432")),
     BadInput("app-port-differs-from-target-group-port", "site.yml", {"app_port": 8080},
