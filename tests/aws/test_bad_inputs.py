@@ -34,6 +34,8 @@ BAD_INPUTS = [
     ("production", {"aws_iam_ssm_prefix": "/"}, "aws_iam_ssm_prefix"),
     ("production", {"aws_iam_managed_policies": ["arn:aws:iam::aws:policy/AdministratorAccess"]},
      "aws_iam_managed_policies"),
+    ("staging", {"aws_iam_managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]},
+     "reads every SSM parameter"),
     ("production", {"aws_storage_bucket_name": "Bad_Bucket"}, "aws_storage_bucket_name"),
     ("production", {"aws_storage_bucket_name": "ab"}, "aws_storage_bucket_name"),
     ("production", {"aws_storage_bucket_name": "192.168.1.10"}, "aws_storage_bucket_name"),

@@ -11,6 +11,7 @@ tests/aws_accounts.py), --check on the converged account (zero changed).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import pytest
@@ -112,10 +113,10 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
                                    "Action": "sts:AssumeRole"}]
     assert tags_of(role["Tags"]) == expected_tags(env, "iam")
     attached = sorted(p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"])
-    assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
-                        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
+    assert attached == ["arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
     assert sorted(iam.list_role_policies(RoleName=role_name)["PolicyNames"]) == ["backups-bucket-prefix",
-                                                                                   "ssm-parameters"]
+                                                                                   "ssm-parameters",
+                                                                                   "ssm-session-manager"]
 
     def doc(name):
         document = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
@@ -141,6 +142,51 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
     assert [r["RoleName"] for r in profile["Roles"]] == [role_name]
     # (moto has no ListInstanceProfileTags: the tags come with GetInstanceProfile.)
     assert tags_of(profile["Tags"]) == expected_tags(env, "iam")
+
+
+def _allow_statements(iam, role_name):
+    """Every Allow statement of the role: its inline policies and the default versions of its
+    attached managed policies (the emulator holds AWS's own documents)."""
+    def parsed(document):
+        return json.loads(document) if isinstance(document, str) else document
+
+    documents = [parsed(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])
+                 for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]]
+    for attached in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]:
+        policy = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
+        documents.append(parsed(iam.get_policy_version(
+            PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"])["PolicyVersion"]["Document"]))
+    for document in documents:
+        statements = document["Statement"]
+        for statement in statements if isinstance(statements, list) else [statements]:
+            if statement["Effect"] == "Allow":
+                yield statement
+
+
+def _listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_no_instance_role_reads_another_environments_parameters(accounts, aws_env, env):
+    """Both environments share the account, so an instance role that may read every parameter
+    (AmazonSSMManagedInstanceCore did) gives a staging host production's secrets. Every
+    statement of every policy of the role, conditions ignored (so stricter than AWS), is
+    matched against the other environment's parameters and the own one's."""
+    iam = client(aws_env, "iam")
+    other = next(e for e in ENVIRONMENTS if e != env)
+    parameter = f"arn:aws:ssm:{REGION}:123456789012:parameter/chatmrpt/{{}}/database/password"
+    reads = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath")
+
+    def allowed(action, resource):
+        return any(
+            any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in _listed(s.get("Action", [])))
+            and any(fnmatch.fnmatchcase(resource, r) for r in _listed(s.get("Resource", [])))
+            for s in _allow_statements(iam, f"{PREFIX[env]}-EC2-Role"))
+
+    assert not [a for a in reads if allowed(a, parameter.format(other))], f"{env} reads {other}'s parameters"
+    assert all(allowed(a, parameter.format(env)) for a in reads), f"{env} cannot read its own parameters"
+    assert allowed("ssmmessages:OpenDataChannel", "*") and allowed("ssm:UpdateInstanceInformation", "*")
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
