@@ -575,8 +575,33 @@ def fetch_manifest(s3, config: Config, host: str, name: str, staging: Path) -> d
 
 
 def safe_relative(name: str) -> bool:
+    """A plain relative path: nothing that climbs out of, or ignores, the directory it is
+    joined to (``/etc``, ``../x``, ``a/../../x``, empty, a NUL byte)."""
+    if not isinstance(name, str) or "\x00" in name:
+        return False
     parts = Path(name).parts
     return bool(parts) and not name.startswith("/") and ".." not in parts
+
+
+def check_manifest(manifest: dict) -> None:
+    """Refuse a downloaded manifest that could make the restore (root) write outside the
+    instance directory: each entry's ``path`` (under the backup) and the ``source`` of each
+    archive and database (under ``instance_dir``) must be plain relative paths."""
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(entry, dict) for entry in files):
+        raise BackupError("manifest has no list of files")
+    for entry in files:
+        if not safe_relative(entry.get("path", "")):
+            raise BackupError(f"manifest lists an unsafe path {entry.get('path')!r}")
+        if entry.get("kind") in ("archive", "sqlite") and not safe_relative(entry.get("source", "")):
+            raise BackupError(f"manifest lists an unsafe {entry['kind']} source {entry.get('source')!r}")
+        if not isinstance(entry.get("mode", 0), int):
+            raise BackupError(f"manifest lists a mode that is not a number: {entry.get('mode')!r}")
+
+
+def permission_bits(mode: int) -> int:
+    """A mode from a backup, without setuid, setgid or sticky bits (restore runs as root)."""
+    return mode & 0o777
 
 
 def extract_archive(archive_path: Path, target: Path, name: str) -> None:
@@ -588,6 +613,7 @@ def extract_archive(archive_path: Path, target: Path, name: str) -> None:
                 raise BackupError(f"{archive_path.name}: unsafe member {member.name!r}")
             if not (member.isfile() or member.isdir()):
                 raise BackupError(f"{archive_path.name}: {member.name!r} is not a regular file or directory")
+            member.mode = permission_bits(member.mode)
         archive.extractall(str(target), members=members)  # noqa: S202 - members checked above
 
 
@@ -682,10 +708,9 @@ def run_restore(config: Config, args) -> int:
         log.info("restore: backup s3://%s/%s (%d files) into %s", config.bucket, prefix, len(manifest["files"]), instance)
 
         # 1. Fetch and verify everything before touching live data.
+        check_manifest(manifest)
         mismatches = []
         for entry in manifest["files"]:
-            if not safe_relative(entry.get("path", "")):
-                raise BackupError(f"manifest lists an unsafe path {entry.get('path')!r}")
             size, digest, stored = download(s3, config, prefix + entry["path"], staging / "files" / entry["path"])
             if size != entry["size"] or digest != entry["sha256"]:
                 mismatches.append(f"{entry['path']}: got {size} bytes sha256 {digest}, manifest says "
@@ -709,16 +734,14 @@ def run_restore(config: Config, args) -> int:
             extract_archive(staging / "files" / entry["path"], tree, entry["source"])
             if not (tree / entry["source"]).is_dir():
                 (tree / entry["source"]).mkdir(parents=True)
-            os.chmod(tree / entry["source"], entry.get("mode", 0o750))
+            os.chmod(tree / entry["source"], permission_bits(entry.get("mode", 0o750)))
             units.append(entry["source"])
         for entry in databases:
             source = entry["source"]
-            if not safe_relative(source):
-                raise BackupError(f"manifest lists an unsafe database path {source!r}")
             target = tree / source
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / "files" / entry["path"], target)
-            os.chmod(target, entry.get("mode", 0o644))
+            os.chmod(target, permission_bits(entry.get("mode", 0o644)))
             if not any(Path(source).parts[:len(Path(unit).parts)] == Path(unit).parts for unit in units):
                 units.append(source)
         if os.geteuid() == 0:
