@@ -16,7 +16,7 @@ help:
 	@echo "make test-times    time per test directory of the last run"
 	@echo "make lab-status | lab-down    look at / remove the local estate"
 	@echo "make drift ENV=staging        exit non-zero if AWS differs from the code"
-	@echo "make teardown ENV=staging     remove an environment's AWS resources (production: ARGS='-e teardown_confirm_production=true')"
+	@echo "make teardown ENV=staging     remove an environment's AWS resources (production: ARGS='-e teardown_confirm_production=true -e aws_database_absent_override_deletion_protection=true')"
 
 setup:
 	@scripts/setup.sh
@@ -51,6 +51,7 @@ lint: setup
 drift: setup
 	@scripts/with_env.sh $(ENV) $(VENV)/bin/python scripts/drift_check.py $(ENV)
 
-# Production needs ARGS='-e teardown_confirm_production=true'.
+# Production needs ARGS='-e teardown_confirm_production=true -e aws_database_absent_override_deletion_protection=true'
+# (its database has deletion protection).
 teardown: setup
 	@scripts/with_env.sh $(ENV) $(VENV)/bin/ansible-playbook -i inventories/$(ENV) playbooks/teardown.yml $(ARGS)
