@@ -113,10 +113,9 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
                                    "Action": "sts:AssumeRole"}]
     assert tags_of(role["Tags"]) == expected_tags(env, "iam")
     attached = sorted(p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"])
-    assert attached == ["arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
-    assert sorted(iam.list_role_policies(RoleName=role_name)["PolicyNames"]) == ["backups-bucket-prefix",
-                                                                                   "ssm-parameters",
-                                                                                   "ssm-session-manager"]
+    assert attached == []
+    assert sorted(iam.list_role_policies(RoleName=role_name)["PolicyNames"]) == [
+        "backups-bucket-prefix", "cloudwatch-agent", "ssm-parameters", "ssm-session-manager"]
 
     def doc(name):
         document = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
@@ -138,6 +137,11 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
     assert ssm_statements[1] == {"Sid": "DecryptThroughSsmOnly", "Effect": "Allow", "Action": "kms:Decrypt",
                                  "Resource": f"arn:aws:kms:{REGION}:123456789012:key/*",
                                  "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{REGION}.amazonaws.com"}}}
+    agent = {statement["Sid"]: statement for statement in doc("cloudwatch-agent")["Statement"]}
+    assert agent["OwnNamespaces"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": [f"ChatMRPT/{env.title()}"]}}
+    log_group = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/ec2/chatmrpt/{env}"
+    assert agent["OwnLogGroup"]["Resource"] == [log_group, f"{log_group}:*"]
     profile = iam.get_instance_profile(InstanceProfileName=f"{PREFIX[env]}-EC2-Profile")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [role_name]
     # (moto has no ListInstanceProfileTags: the tags come with GetInstanceProfile.)
@@ -187,6 +191,12 @@ def test_no_instance_role_reads_another_environments_parameters(accounts, aws_en
     assert not [a for a in reads if allowed(a, parameter.format(other))], f"{env} reads {other}'s parameters"
     assert all(allowed(a, parameter.format(env)) for a in reads), f"{env} cannot read its own parameters"
     assert allowed("ssmmessages:OpenDataChannel", "*") and allowed("ssm:UpdateInstanceInformation", "*")
+    # the agent: logs (and their retention) in the environment's log group only
+    log_group = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/ec2/chatmrpt/{{}}"
+    for action in ("logs:PutRetentionPolicy", "logs:PutLogEvents"):
+        assert not allowed(action, log_group.format(other)), f"{env}: {action} on {other}'s log group"
+        assert not allowed(action, log_group.format("other-project")), f"{env}: {action} on any log group"
+        assert allowed(action, log_group.format(env) + ":log-stream:i-0123")
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
