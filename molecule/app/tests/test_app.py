@@ -117,6 +117,25 @@ def test_unit_reads_the_environment_file_and_restarts(host):
     assert host.check_output("systemctl show --property Restart --value chatmrpt") == "always"
 
 
+def test_gunicorn_cannot_gain_privileges(host):
+    """On Amazon Linux the app user (ec2-user) has passwordless sudo: gunicorn and what it
+    starts must not be able to use it, nor write the system."""
+    pid = main_pid(host)
+    status = host.file(f"/proc/{pid}/status").content_string
+    assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status
+    # gunicorn's own mounts: /etc and /usr read-only, a /tmp of its own
+    mounts = {fields[4]: fields[5] for fields in map(str.split, host.file(f"/proc/{pid}/mountinfo")
+                                                      .content_string.splitlines())}
+    assert mounts["/etc"].startswith("ro,") and mounts["/usr"].startswith("ro,"), mounts
+    assert host.run("ls -d /tmp/systemd-private-*-chatmrpt.service-*").rc == 0, "no private /tmp"
+    # what no_new_privs does to passwordless sudo, shown on the login user that has it (the
+    # control: without the flag its sudo works)
+    login = host.check_output("echo $SUDO_USER") or "admin"
+    assert host.run(f"setpriv --reuid={login} --regid={login} --init-groups sudo -n true").rc == 0
+    confined = host.run(f"setpriv --reuid={login} --regid={login} --init-groups --no-new-privs sudo -n true")
+    assert confined.rc != 0 and "no new privileges" in confined.stderr, confined.stdout + confined.stderr
+
+
 def test_env_file_is_private_and_reaches_gunicorn(host):
     env = host.file(f"{SHARED}/.env")
     assert env.user == USER
