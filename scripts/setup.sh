@@ -43,6 +43,12 @@ if [ "$(cat .venv/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
   echo "$lock_hash" > .venv/.lock-hash
 fi
 
+# 2b. Forked children (Ansible's per-task workers) do not garbage-collect what they inherit
+#     (scripts/chatmrpt-fork-gc.pth says why); replaced whenever the file changes.
+site_packages="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cmp -s scripts/chatmrpt-fork-gc.pth "$site_packages/chatmrpt-fork-gc.pth" \
+  || install -m 0644 scripts/chatmrpt-fork-gc.pth "$site_packages/chatmrpt-fork-gc.pth"
+
 # 3. The collections come with the pinned `ansible` package; check them against requirements.yml.
 .venv/bin/python scripts/check_collections.py >/dev/null
 
