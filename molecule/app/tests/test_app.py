@@ -54,8 +54,13 @@ def http(host, path: str, method: str = "GET") -> tuple[int, dict]:
     return int(status), json.loads(body)
 
 
+def unit_property(host, name: str) -> str:
+    """A property of the chatmrpt unit as systemd holds it (`systemctl show`)."""
+    return host.check_output(f"systemctl show --property {name} --value chatmrpt")
+
+
 def main_pid(host) -> int:
-    return int(host.check_output("systemctl show --property MainPID --value chatmrpt"))
+    return int(unit_property(host, "MainPID"))
 
 
 def workers(host) -> list[int]:
@@ -114,7 +119,8 @@ def test_unit_reads_the_environment_file_and_restarts(host):
     assert "Restart=always" in unit
     assert "RestartSec=10" in unit
     assert "ExecReload=/bin/kill -s HUP $MAINPID" in unit
-    assert host.check_output("systemctl show --property Restart --value chatmrpt") == "always"
+    assert unit_property(host, "Restart") == "always"
+    assert unit_property(host, "RestartUSec") == "10s"
 
 
 def test_gunicorn_cannot_gain_privileges(host):
@@ -200,12 +206,10 @@ def test_graceful_reload_under_load_loses_no_request(host):
 
 
 def test_crashed_gunicorn_is_restarted_by_systemd(host):
-    """systemd brings a killed gunicorn back after the role's RestartSec (10 s): checked on
-    the unit's settings and its restart counter, not by a clock (a busy machine only makes
-    the restart later; the time is printed)."""
-    assert host.check_output("systemctl show --property Restart --value chatmrpt") == "always"
-    assert host.check_output("systemctl show --property RestartUSec --value chatmrpt") == "10s"
-    restarts = int(host.check_output("systemctl show --property NRestarts --value chatmrpt"))
+    """systemd brings a killed gunicorn back after the role's RestartSec (10 s, checked by
+    test_unit_reads_the_environment_file_and_restarts): shown by the restart counter, not by
+    a clock (a busy machine only makes the restart later; the time is printed)."""
+    restarts = int(unit_property(host, "NRestarts"))
     old = main_pid(host)
     host.check_output(f"kill -9 {old}")
     start = time.monotonic()
@@ -216,7 +220,7 @@ def test_crashed_gunicorn_is_restarted_by_systemd(host):
         time.sleep(0.5)
     print(f"gunicorn served again {time.monotonic() - start:.1f} s after the kill")
     assert main_pid(host) not in (0, old), "gunicorn was not restarted"
-    assert int(host.check_output("systemctl show --property NRestarts --value chatmrpt")) == restarts + 1
+    assert int(unit_property(host, "NRestarts")) == restarts + 1
 
 
 def release_status(*args: str) -> dict:
