@@ -48,6 +48,12 @@ fi
 site_packages="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cmp -s scripts/chatmrpt-fork-gc.pth "$site_packages/chatmrpt-fork-gc.pth" \
   || install -m 0644 scripts/chatmrpt-fork-gc.pth "$site_packages/chatmrpt-fork-gc.pth"
+# 2c. Modules run on the controller load their module_utils from the installed, compiled
+#     copy where it is identical to the one in the AnsiballZ zip
+#     (scripts/chatmrpt_ansiballz_bytecode.py says why).
+for file in chatmrpt_ansiballz_bytecode.py chatmrpt-ansiballz-bytecode.pth; do
+  cmp -s "scripts/$file" "$site_packages/$file" || install -m 0644 "scripts/$file" "$site_packages/$file"
+done
 
 # 3. The collections come with the pinned `ansible` package; check them against requirements.yml.
 .venv/bin/python scripts/check_collections.py >/dev/null

@@ -16,9 +16,10 @@ from helpers import ROOT, VENV_BIN, PlaybookRun, base_env, free_port, wait_port
 import drill_summary
 import test_times
 # The drills' fixture and their bookkeeping (tests/drill_summary.py).
-from drill_summary import drill, pytest_runtest_makereport  # noqa: F401
+from drill_summary import drill  # noqa: F401
 
 LAB = [str(VENV_BIN / "python"), "lab/lab.py"]
+CPU_AT_SETUP = pytest.StashKey[float]()
 
 # The tests build their own local estate, beside the one `make demo` keeps for the user: its
 # own state directory, ports, podman network, subnet and container label (lab/lab.py reads
@@ -213,6 +214,24 @@ def pytest_xdist_make_scheduler(config, log):
             return nodeid.split("::", 1)[0]
 
     return EstateBesideTheRest(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.stash[CPU_AT_SETUP] = test_times.cpu_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On the worker, where the test item is known: the drills' mark, and the test's CPU
+    seconds (its process and the children it waited for, so every ansible-playbook it ran;
+    not the containers' own processes) for scripts/test_times.py."""
+    outcome = yield
+    report = outcome.get_result()
+    drill_summary.mark_report(item, report)
+    if call.when == "teardown" and CPU_AT_SETUP in item.stash:
+        used = test_times.cpu_seconds() - item.stash[CPU_AT_SETUP]
+        report.user_properties = [*report.user_properties, (test_times.CPU_PROPERTY, round(used, 2))]
 
 
 def pytest_runtest_logreport(report):

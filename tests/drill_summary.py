@@ -61,12 +61,10 @@ def drill(request) -> Drill:
     return Drill(request.node)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """Marks the reports of drill tests (where the test item is known: the worker)."""
-    outcome = yield
+def mark_report(item, report) -> None:
+    """Marks the reports of drill tests (where the test item is known: the worker; called by
+    tests/conftest.py's pytest_runtest_makereport)."""
     if "drill" in getattr(item, "fixturenames", ()):
-        report = outcome.get_result()
         report.user_properties = [*report.user_properties, (IS_DRILL, True)]
 
 
