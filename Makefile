@@ -13,7 +13,7 @@ help:
 	@echo "make demo      set up, start the local estate and converge it (run again: no change)"
 	@echo "make test      every test: lint, syntax, unit, emulator, Molecule, end to end (own lab; the demo's stays)"
 	@echo "make check     the fast tier: lint, syntax, unit and the quicker emulator tests, no instances"
-	@echo "make test-times    time per test directory of the last run"
+	@echo "make test-times    time and CPU per test directory of the last run"
 	@echo "make lab-status | lab-down    look at / remove the local estate"
 	@echo "make drift ENV=staging        exit non-zero if AWS differs from the code"
 	@echo "make teardown ENV=staging     remove an environment's AWS resources (production: ARGS='-e teardown_confirm_production=true -e aws_database_absent_override_deletion_protection=true')"
