@@ -43,15 +43,12 @@ if [ "$(cat .venv/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
   echo "$lock_hash" > .venv/.lock-hash
 fi
 
-# 2b. Forked children (Ansible's per-task workers) do not garbage-collect what they inherit
-#     (scripts/chatmrpt-fork-gc.pth says why); replaced whenever the file changes.
+# 2b. Into .venv's site-packages, replaced whenever a file changes (each file says why):
+#     forked children (Ansible's per-task workers) do not garbage-collect what they inherit;
+#     modules run on the controller load their module_utils from the installed, compiled
+#     copy where it is identical to the one in the AnsiballZ zip.
 site_packages="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cmp -s scripts/chatmrpt-fork-gc.pth "$site_packages/chatmrpt-fork-gc.pth" \
-  || install -m 0644 scripts/chatmrpt-fork-gc.pth "$site_packages/chatmrpt-fork-gc.pth"
-# 2c. Modules run on the controller load their module_utils from the installed, compiled
-#     copy where it is identical to the one in the AnsiballZ zip
-#     (scripts/chatmrpt_ansiballz_bytecode.py says why).
-for file in chatmrpt_ansiballz_bytecode.py chatmrpt-ansiballz-bytecode.pth; do
+for file in chatmrpt-fork-gc.pth chatmrpt_ansiballz_bytecode.py chatmrpt-ansiballz-bytecode.pth; do
   cmp -s "scripts/$file" "$site_packages/$file" || install -m 0644 "scripts/$file" "$site_packages/$file"
 done
 
