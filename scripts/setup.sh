@@ -46,9 +46,11 @@ fi
 # 2b. Into .venv's site-packages, replaced whenever a file changes (each file says why):
 #     forked children (Ansible's per-task workers) do not garbage-collect what they inherit;
 #     modules run on the controller load their module_utils from the installed, compiled
-#     copy where it is identical to the one in the AnsiballZ zip.
+#     copy where it is identical to the one in the AnsiballZ zip, and run in a fork of a
+#     server that has imported boto3 once.
 site_packages="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-for file in chatmrpt-fork-gc.pth chatmrpt_ansiballz_bytecode.py chatmrpt-ansiballz-bytecode.pth; do
+for file in chatmrpt-fork-gc.pth chatmrpt_ansiballz_bytecode.py chatmrpt-ansiballz-bytecode.pth \
+            chatmrpt_module_forkserver.py chatmrpt-module-forkserver.pth; do
   cmp -s "scripts/$file" "$site_packages/$file" || install -m 0644 "scripts/$file" "$site_packages/$file"
 done
 

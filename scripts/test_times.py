@@ -8,11 +8,13 @@ A test's time is its setup, call and teardown, so a directory pays for the sessi
 (the local estate, the emulated accounts) that its first test builds. Tests run side by side
 (pytest-xdist) add up to more than the wall clock, which is printed last. The CPU column is
 what the tests' processes used, with every child they waited for (each ansible-playbook and
-its modules; tests/conftest.py records it); the containers' own processes are not in it.
+its modules, also those run in the fork server; tests/conftest.py records it); the
+containers' own processes are not in it.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import xml.etree.ElementTree as ET
@@ -21,12 +23,19 @@ from pathlib import Path
 
 DEFAULT = Path(__file__).resolve().parent.parent / ".test-results" / "junit.xml"
 CPU_PROPERTY = "cpu_seconds"  # junit property of each test, written by tests/conftest.py
+FORKSERVER_LEDGER = "CHATMRPT_MODULE_FORKSERVER_LEDGER"  # scripts/chatmrpt_module_forkserver.py
 
 
 def cpu_seconds() -> float:
-    """User and system CPU of this process and of the children it has waited for."""
+    """User and system CPU of this process, of the children it has waited for, and of the
+    modules its Ansible runs ran in the virtualenv's fork server (which are not its children;
+    the server appends each one's CPU to the ledger named in the environment)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    modules = 0.0
+    ledger = Path(os.environ.get(FORKSERVER_LEDGER, "/nonexistent"))
+    if ledger.is_file():
+        modules = sum(float(line) for line in ledger.read_text().split())
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + modules
 
 
 def directory_of(classname: str) -> str:

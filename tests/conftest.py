@@ -218,6 +218,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    # The modules that this process's Ansible runs hand to the fork server are counted there.
+    ledger = XDIST_GROUPS.with_name(f"forkserver-cpu.{os.getpid()}")
+    if os.environ.get(test_times.FORKSERVER_LEDGER) != str(ledger):
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        ledger.write_text("")
+        os.environ[test_times.FORKSERVER_LEDGER] = str(ledger)
     item.stash[CPU_AT_SETUP] = test_times.cpu_seconds()
 
 
