@@ -29,6 +29,9 @@ import sys
 
 IDLE_SECONDS = 600
 LEDGER = "CHATMRPT_MODULE_FORKSERVER_LEDGER"  # optional: a file that gets each module's CPU seconds
+# The AWS services that the roles' and playbooks' modules call (botocore names).
+SERVICES = ("acm", "autoscaling", "cloudfront", "cloudwatch", "ec2", "elbv2", "iam", "kms", "logs", "rds", "s3",
+            "secretsmanager", "sns", "ssm", "sts")
 _ACK, _STATUS = b"A", 4  # a fork started; then the 4-byte exit status (signed, as waitstatus_to_exitcode)
 
 
@@ -125,14 +128,40 @@ def _run_in_server(cwd: str) -> int | None:
 
 
 def _preload() -> None:
-    """What amazon.aws and community.aws modules import from the virtualenv."""
+    """What amazon.aws and community.aws modules import from the virtualenv, and botocore's
+    data for the services the roles call: a module's session would parse the same files again
+    (an EC2 client: about 0.15 CPU-s of JSON). botocore shares one loader and its cache between
+    the clients of a session; here every default session of a fork shares one loader that read
+    them already. A session with its own data path (AWS_DATA_PATH) gets its own loader."""
     import boto3.session  # noqa: F401
     import botocore.client  # noqa: F401
     import botocore.config  # noqa: F401
     import botocore.exceptions  # noqa: F401
+    import botocore.loaders
     import botocore.paginate  # noqa: F401
-    import botocore.session  # noqa: F401
+    import botocore.session
     import botocore.waiter  # noqa: F401
+
+    if os.environ.get("AWS_DATA_PATH"):
+        return
+    loader = botocore.loaders.create_loader()
+    loader.list_available_services("service-2")
+    for name in ("endpoints", "partitions", "sdk-default-configuration", "_retry"):
+        loader.load_data_with_path(name)
+    for service in SERVICES:
+        for type_name in ("service-2", "endpoint-rule-set-1", "paginators-1", "waiters-2"):
+            try:
+                loader.load_service_model(service, type_name)
+            except botocore.exceptions.UnknownServiceError:
+                pass
+            except botocore.exceptions.DataNotFoundError:
+                pass
+    fresh_loader = botocore.session.create_loader
+
+    def create_loader(search_path_string=None):
+        return loader if search_path_string is None else fresh_loader(search_path_string)
+
+    botocore.session.create_loader = create_loader
 
 
 def serve(address: str, key: str) -> None:

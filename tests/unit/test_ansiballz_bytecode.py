@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import sysconfig
 import zipfile
 from pathlib import Path
 
-import pytest
-
-from helpers import ROOT, VENV_BIN
+from helpers import VENV_BIN
 
 INSTALLED = Path(sysconfig.get_paths()["purelib"])
 PROBE = """
@@ -44,13 +41,6 @@ def probe(archive: Path) -> dict[str, str]:
     out = subprocess.run([str(VENV_BIN / "python"), "-c", PROBE, str(archive)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
-
-
-@pytest.mark.parametrize("name", ["chatmrpt_ansiballz_bytecode.py", "chatmrpt-ansiballz-bytecode.pth"])
-def test_the_virtualenv_has_the_repositorys_copy(name):
-    assert Path(sys.prefix).resolve() == (VENV_BIN / "..").resolve(), "the tests run outside .venv"
-    assert (INSTALLED / name).read_text() == (ROOT / "scripts" / name).read_text(), \
-        f"scripts/setup.sh has not installed the current scripts/{name}"
 
 
 def test_identical_modules_come_from_the_installed_files(tmp_path):
