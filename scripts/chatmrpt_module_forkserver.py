@@ -3,17 +3,18 @@ interpreter of the virtualenv (scripts/chatmrpt-module-forkserver.pth).
 
 Ansible runs each module on the controller as a new interpreter that reads the module from
 its standard input (`python` with no arguments: pipelining, local connection). An amazon.aws
-module then spends about 0.4 of its 0.6 CPU-s importing boto3 and botocore before its first
-API call, and a playbook runs hundreds of them. Such an interpreter hands its standard
+module then spends about 0.45 of its 0.6 CPU-s importing boto3 and botocore and reading
+botocore's data before its first API call, and a playbook runs hundreds of them. Such an interpreter hands its standard
 input, output and error, its environment, working directory and umask to a server of this
-virtualenv that has imported boto3 once, and exits with the status of the module; the server
+virtualenv that has done that once, and exits with the status of the module; the server
 forks, and the fork runs the script read from that standard input as a fresh interpreter
 would (`sys.argv == ['']`, `sys.path` as `python -` has it, threads joined and atexit
 handlers run at the end). Measured on the emulator: an apply and a re-apply of staging
-167 -> 105 CPU-s for the whole machine.
+167 -> 97 CPU-s for the whole machine (102 with the imports alone), 156 -> 94 s.
 
 What runs is the same code: the server imports only what a module would import from this
-virtualenv anyway (never a module of the AnsiballZ zip), and nothing of a module outlives its
+virtualenv anyway (never a module of the AnsiballZ zip) and reads the same data files
+(_preload), and nothing of a module outlives its
 fork. Any interpreter started another way (a script, -c, -m, a terminal on standard input) is
 not affected. Where the server cannot be had (no private directory, a server that does not
 answer), the interpreter simply goes on and runs the script itself; so does one started with
