@@ -4,19 +4,18 @@ interpreter of the virtualenv (scripts/chatmrpt-module-forkserver.pth).
 Ansible runs each module on the controller as a new interpreter that reads the module from
 its standard input (`python` with no arguments: pipelining, local connection). An amazon.aws
 module then spends about 0.45 of its 0.6 CPU-s importing boto3 and botocore and reading
-botocore's data before its first API call, and a playbook runs hundreds of them. Such an interpreter hands its standard
-input, output and error, its environment, working directory and umask to a server of this
-virtualenv that has done that once, and exits with the status of the module; the server
-forks, and the fork runs the script read from that standard input as a fresh interpreter
-would (`sys.argv == ['']`, `sys.path` as `python -` has it, threads joined and atexit
-handlers run at the end). Measured on the emulator: an apply and a re-apply of staging
+botocore's data before its first API call, and a playbook runs hundreds of them. Such an
+interpreter hands its standard input, output and error, its environment, working directory
+and umask to a server of this virtualenv that has done that once, and exits with the status
+of the module; the server forks, and the fork runs the script read from that standard input
+as a fresh interpreter would (`sys.argv == ['']`, `sys.path` as `python -` has it, threads
+joined and atexit handlers run at the end). Measured on the emulator: an apply and a re-apply of staging
 167 -> 97 CPU-s for the whole machine (102 with the imports alone), 156 -> 94 s.
 
 What runs is the same code: the server imports only what a module would import from this
 virtualenv anyway (never a module of the AnsiballZ zip) and reads the same data files
-(_preload), and nothing of a module outlives its
-fork. Any interpreter started another way (a script, -c, -m, a terminal on standard input) is
-not affected. Where the server cannot be had (no private directory, a server that does not
+(_preload), and nothing of a module outlives its fork. Any interpreter started another way
+(a script, -c, -m, a terminal on standard input) is not affected. Where the server cannot be had (no private directory, a server that does not
 answer), the interpreter simply goes on and runs the script itself; so does one started with
 CHATMRPT_MODULE_FORKSERVER=0. A server serves one user and one state of the virtualenv (its
 socket's name hashes the installed packages' directory and the interpreter's startup
@@ -52,11 +51,11 @@ def handoff() -> None:
 
 
 def _key() -> str:
-    """One server per virtualenv state and interpreter startup settings."""
+    """One server per virtualenv state and interpreter startup settings (this file is in the
+    virtualenv's site-packages, whose time changes when a package is installed or removed)."""
     import hashlib
-    import sysconfig
 
-    purelib = sysconfig.get_paths()["purelib"]
+    purelib = os.path.dirname(__file__)
     settings = sorted((k, v) for k, v in os.environ.items() if k.startswith(("PYTHON", "LC_", "LANG")))
     state = [sys.executable, sys.prefix, os.stat(purelib).st_mtime_ns, os.stat(__file__).st_mtime_ns,
              settings, tuple(sys.flags)]
@@ -85,7 +84,6 @@ def _run_in_server(cwd: str) -> int | None:
     import json
     import socket
     import struct
-    import subprocess
     import time
 
     directory = _private_dir()
@@ -101,9 +99,7 @@ def _run_in_server(cwd: str) -> int | None:
         except OSError:
             conn.close()
             if attempt == 0:
-                subprocess.Popen([sys.executable, "-c", f"import {__name__} as s; s.serve({address!r}, {key!r})"],
-                                 cwd="/", start_new_session=True, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                _start_server(address, key)
             time.sleep(0.05)
     else:
         return None
@@ -126,6 +122,15 @@ def _run_in_server(cwd: str) -> int | None:
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
+
+
+def _start_server(address: str, key: str) -> None:
+    """Only the first client of a server pays for importing subprocess."""
+    import subprocess
+
+    subprocess.Popen([sys.executable, "-c", f"import {__name__} as s; s.serve({address!r}, {key!r})"],
+                     cwd="/", start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _preload() -> None:
@@ -153,9 +158,7 @@ def _preload() -> None:
         for type_name in ("service-2", "endpoint-rule-set-1", "paginators-1", "waiters-2"):
             try:
                 loader.load_service_model(service, type_name)
-            except botocore.exceptions.UnknownServiceError:
-                pass
-            except botocore.exceptions.DataNotFoundError:
+            except botocore.exceptions.DataNotFoundError:  # UnknownServiceError is one too
                 pass
     fresh_loader = botocore.session.create_loader
 
