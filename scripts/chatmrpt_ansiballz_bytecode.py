@@ -14,19 +14,21 @@ run their own Python and are not affected.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
+# Only what Python has already loaded at start-up: this runs in every interpreter of the
+# virtualenv, and importlib.abc, importlib.util and sysconfig would cost about 30 ms of CPU
+# each time (importlib.abc alone pulls in importlib.resources, pathlib, zipfile and tempfile).
 import os
 import sys
-import sysconfig
 import zipimport
 
 _PREFIXES = ("ansible.", "ansible_collections.")
-_INSTALLED = sysconfig.get_paths()["purelib"]
+# The site-packages this file is installed into (sysconfig's purelib of the virtualenv).
+_INSTALLED = os.path.dirname(os.path.abspath(__file__))
 
 
-class InstalledCopyFinder(importlib.abc.MetaPathFinder):
-    """Loads a module of an AnsiballZ zip from its identical installed copy."""
+class InstalledCopyFinder:
+    """Loads a module of an AnsiballZ zip from its identical installed copy (a meta path
+    finder: Python only calls find_spec, so no importlib.abc base class)."""
 
     def find_spec(self, fullname, path, target=None):
         if not path or not fullname.startswith(_PREFIXES):
@@ -50,6 +52,8 @@ class InstalledCopyFinder(importlib.abc.MetaPathFinder):
                     return None
         except (OSError, UnicodeDecodeError):
             return None
+        import importlib.util  # only in a module process, once it imports from an AnsiballZ zip
+
         if package:
             child_path = f"{entry}/{fullname.rpartition('.')[2]}"
             return importlib.util.spec_from_file_location(fullname, installed, submodule_search_locations=[child_path])
