@@ -47,9 +47,11 @@ fi
 #     forked children (Ansible's per-task workers) do not garbage-collect what they inherit;
 #     modules run on the controller load their module_utils from the installed, compiled
 #     copy where it is identical to the one in the AnsiballZ zip, and run in a fork of a
-#     server that has imported boto3 once.
+#     server that has imported boto3 once; the zips of the virtualenv's modules are built once,
+#     not once per run.
 site_packages="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 for file in chatmrpt-fork-gc.pth chatmrpt_ansiballz_bytecode.py chatmrpt-ansiballz-bytecode.pth \
+            chatmrpt_ansiballz_cache.py chatmrpt-ansiballz-cache.pth \
             chatmrpt_module_forkserver.py chatmrpt-module-forkserver.pth; do
   cmp -s "scripts/$file" "$site_packages/$file" || install -m 0644 "scripts/$file" "$site_packages/$file"
 done
