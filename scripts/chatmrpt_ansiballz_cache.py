@@ -8,8 +8,8 @@ uses again: building was a third of the controller's CPU on an emulator apply an
 of infrastructure.yml (57 -> 39 CPU-s with this hook; the whole machine 98 -> 77). For a module installed in this virtualenv, this hook keeps that cache
 in one directory per state of the virtualenv (.venv/.cache/ansiballz/<key>), so the next run
 reads the zip instead of building it. The key changes with the ansible-core version, the
-Python version, the collection paths Ansible searches and their modification times, and
-site-packages' own modification time (pip changes it with every package it installs or
+Python version, the collection paths Ansible searches and the modification times of their
+collection namespaces, and site-packages' own modification time (pip changes it with every package it installs or
 removes). A module from anywhere else (a role's library/, a collection outside the
 virtualenv) is built per run, as Ansible does. Ansible's own code reads and writes the cache
 (a lock per zip, each written to a temporary name and renamed); this only chooses the
@@ -40,13 +40,22 @@ def cache_key(constants, site_packages: str) -> str:
 
     from ansible.release import __version__
 
-    parts = [__version__, sys.version, site_packages, str(os.stat(site_packages).st_mtime_ns)]
+    parts = [__version__, sys.version, f"{site_packages}:{_mtime(site_packages)}"]
+    # A collection installed or replaced there changes its namespace directory (a module of
+    # the virtualenv may import module_utils from it).
     for path in constants.COLLECTIONS_PATHS:
-        try:
-            parts.append(f"{path}:{os.stat(path).st_mtime_ns}")
-        except OSError:
-            parts.append(f"{path}:absent")
+        root = os.path.join(path, "ansible_collections")
+        parts.append(f"{path}:{_mtime(path)}:{_mtime(root)}")
+        if os.path.isdir(root):
+            parts += [f"{name}:{_mtime(os.path.join(root, name))}" for name in sorted(os.listdir(root))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _mtime(path: str) -> str:
+    try:
+        return str(os.stat(path).st_mtime_ns)
+    except OSError:
+        return "absent"
 
 
 class _ConstantsWithCache:

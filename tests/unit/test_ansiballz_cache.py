@@ -80,10 +80,17 @@ def test_the_key_follows_ansible_python_site_packages_and_the_collection_paths(t
     keys = [hook.cache_key(constants, str(site))]
     collections.mkdir()  # a collection path that appears
     keys.append(hook.cache_key(constants, str(site)))
+    (collections / "ansible_collections" / "amazon").mkdir(parents=True)
+    os.utime(collections / "ansible_collections", ns=(1, 1))
+    os.utime(collections, ns=(1, 1))
+    keys.append(hook.cache_key(constants, str(site)))
+    (collections / "ansible_collections" / "amazon" / "aws").mkdir()  # a collection installed there
+    os.utime(collections / "ansible_collections" / "amazon", ns=(2, 2))
+    keys.append(hook.cache_key(constants, str(site)))
     os.utime(site, ns=(1, 1))  # pip installed or removed a package
     keys.append(hook.cache_key(constants, str(site)))
-    assert keys[2] == hook.cache_key(constants, str(site)), "the key is not stable"
-    assert len(set(keys)) == 3, keys
+    assert keys[-1] == hook.cache_key(constants, str(site)), "the key is not stable"
+    assert len(set(keys)) == 5, keys
 
 
 def test_the_cache_lives_in_the_virtualenv_unless_told_otherwise(monkeypatch):
