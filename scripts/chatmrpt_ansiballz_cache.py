@@ -79,13 +79,16 @@ def patch(module_common) -> None:
     # Where ansible-core is installed: .../site-packages/ansible/executor/module_common.py
     site_packages = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(module_common.__file__))))
     kept = _ConstantsWithCache(constants, os.path.join(root, cache_key(constants, site_packages)))
+    try:
+        os.makedirs(kept.DEFAULT_LOCAL_TMP, mode=0o700, exist_ok=True)
+    except OSError:  # a virtualenv this user cannot write: Ansible's own per-run cache
+        return
     build = module_common._find_module_utils
 
     def find_module_utils(**kwargs):
         module_path = os.path.abspath(kwargs.get("module_path") or "")
         if not module_path.startswith(site_packages + os.sep):
             return build(**kwargs)
-        os.makedirs(kept.DEFAULT_LOCAL_TMP, mode=0o700, exist_ok=True)
         module_common.C = kept
         try:
             return build(**kwargs)
