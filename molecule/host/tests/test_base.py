@@ -12,6 +12,13 @@ def test_package_installed(host, package):
     assert host.package(package).is_installed
 
 
+@pytest.mark.parametrize("package", ["gcc", "g++", "make", "python3-dev", "exim4-daemon-light", "manpages"])
+def test_recommended_packages_are_not_installed(host, package):
+    # apt's recommendations (python3-pip's compiler, cron's mail server), which Amazon Linux
+    # 2023's dnf would not install either (install_weak_deps=False).
+    assert not host.package(package).is_installed
+
+
 def test_python_is_311_with_boto3(host):
     out = host.check_output("python3 -c 'import sys, boto3; print(sys.version_info[:2])'")
     assert out == "(3, 11)"
