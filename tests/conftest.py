@@ -216,8 +216,21 @@ def pytest_xdist_make_scheduler(config, log):
     return EstateBesideTheRest(config, log)
 
 
+def _set_niceness(value: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, value)
+    except OSError:  # lowering it again needs CAP_SYS_NICE: the worker stays niced
+        pass
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    # Under xdist: the estate's tests (the longest chain of work) at normal priority, every
+    # other test niced, with what it starts (an emulator, a playbook run), so that the estate's
+    # playbooks and instances get the CPU first and the rest fills the gaps.
+    if hasattr(item.config, "workerinput"):
+        on_estate = "local_estate" in getattr(item, "fixturenames", ())
+        _set_niceness(0 if on_estate else molecule_runner.BACKGROUND_NICENESS)
     # The modules that this process's Ansible runs hand to the fork server are counted there.
     ledger = XDIST_GROUPS.with_name(f"forkserver-cpu.{os.getpid()}")
     if os.environ.get(test_times.FORKSERVER_LEDGER) != str(ledger):
