@@ -9,8 +9,8 @@ of infrastructure.yml (57 -> 39 CPU-s with this hook; the whole machine 98 -> 77
 in one directory per state of the virtualenv (.venv/.cache/ansiballz/<key>), so the next run
 reads the zip instead of building it. The key changes with the ansible-core version, the
 Python version, the collection paths Ansible searches and the modification times of their
-collection namespaces, and site-packages' own modification time (pip changes it with every package it installs or
-removes). A module from anywhere else (a role's library/, a collection outside the
+collection namespaces, and site-packages' own modification time (pip changes it with every
+package it installs or removes). A module from anywhere else (a role's library/, a collection outside the
 virtualenv) is built per run, as Ansible does. Ansible's own code reads and writes the cache
 (a lock per zip, each written to a temporary name and renamed); this only chooses the
 directory. CHATMRPT_ANSIBALLZ_CACHE=0 turns it off; another value is the cache's root.

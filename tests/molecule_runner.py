@@ -22,9 +22,10 @@ from pathlib import Path
 from helpers import ROOT, VENV_BIN, base_env
 
 TIMEOUT = 1500  # seconds per scenario
-# The shared local estate's tests are the suite's longest chain of work: the scenarios (and
-# their containers, which inherit it) run at a lower priority, so the estate gets the CPU
-# first and the scenarios fill the gaps (tests/conftest.py does the same for other tests).
+# The shared local estate's tests are the suite's longest chain of work: the scenarios' own
+# processes run at a lower priority, so the estate gets the CPU first and the scenarios fill
+# the gaps (tests/conftest.py does the same for other tests). Their containers sit in cgroups
+# of their own, where niceness ranks nothing against the estate's containers.
 BACKGROUND_NICENESS = 10
 RESULTS = ROOT / ".test-results" / "molecule"
 # Set by the process that runs the scenarios, inherited by the xdist workers it starts.

@@ -3,10 +3,11 @@ every run of the image's system Python by chatmrpt-zip-bytecode.pth.
 
 Ansible runs each task's module as an AnsiballZ zip, and Python's zipimport compiles every
 source in a zip again on every import: on a lab instance that is about 60 ms of a task's
-390 ms of CPU (30 tasks: 11.8 -> 9.5-10.3 CPU-s), on every task of every run of the suite. This keeps the compiled code of a
-zip's sources in the user's ~/.cache/ansiballz-bytecode/<Python tag>/, named by the
-SHA-256 of the source, so the same source is compiled once per user; the code is given the
-file name of the zip it is imported from, so tracebacks stay right. An EC2 instance has no
+390 ms of CPU (30 tasks: 11.8 -> 9.5-10.3 CPU-s), on every task of every run of the suite.
+This keeps the compiled code of a zip's sources in the user's
+~/.cache/ansiballz-bytecode/<Python tag>/, named by the SHA-256 of the source, so the same
+source is compiled once per user; the code is given the file name of the zip it is
+imported from, so tracebacks stay right. An EC2 instance has no
 such cache: the modules run the same, only slower (README, limits).
 """
 
