@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from aws_accounts import ENVIRONMENTS, EXCUSED_ON_REAPPLY, LOWER, PREFIX, live_instances, ssm_names
+from cloudwatch_model import render, unpublished
 from emulator import REGION, client, expected_tags, group, run_ok, tags_of
 from helpers import PlaybookRun, run_playbook
 
@@ -320,6 +323,8 @@ def test_monitoring_alarms_watch_instances_asg_and_load_balancer(watched, aws_en
                                          {"InstanceId": instance, "path": "/"})
         expected[f"{base}-cpu-high"] = ("AWS/EC2", "CPUUtilization", "GreaterThanThreshold", 80.0,
                                         {"InstanceId": instance})
+        expected[f"{base}-backup-failed"] = ("ChatMRPT/Staging", "BackupSuccess", "LessThanThreshold", 1.0,
+                                             {"Environment": "staging", "Host": instance})
     asg = {"AutoScalingGroupName": "ChatMRPT-Staging-ASG"}
     expected["ChatMRPT-Staging-ASG-cpu-high"] = ("AWS/EC2", "CPUUtilization", "GreaterThanThreshold", 80.0, asg)
     expected["ChatMRPT-Staging-ASG-disk-used"] = ("ChatMRPT/Staging", "disk_used_percent", "GreaterThanThreshold",
@@ -342,11 +347,98 @@ def test_monitoring_alarms_watch_instances_asg_and_load_balancer(watched, aws_en
         assert (alarm["Namespace"], alarm["MetricName"], alarm["ComparisonOperator"], alarm["Threshold"]) == \
             (namespace, metric, comparison, threshold), name
         assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == dimensions, name
-        assert alarm["Period"] == 300 and alarm["EvaluationPeriods"] == 1, name
+        backup = name.endswith("-backup-failed")
+        assert (alarm["Period"], alarm["EvaluationPeriods"]) == (86400 if backup else 300, 1), name
+        assert alarm["TreatMissingData"] == ("breaching" if backup else "missing"), name
         assert alarm["AlarmActions"] == [topic] and alarm["OKActions"] == [topic], name
     assert found["ChatMRPT-Staging-ALB-target-5xx"]["Statistic"] == "Sum"
     assert found["ChatMRPT-Staging-ALB-unhealthy-hosts"]["Statistic"] == "Maximum"
     assert not [n for n in found if watched["other"] in n]
+
+
+@pytest.fixture(scope="module")
+def agent_configs(tmp_path_factory):
+    """{env: the CloudWatch agent configuration its instances get}, rendered from the role."""
+    workdir = tmp_path_factory.mktemp("agent")
+    configs = {}
+    for env in ENVIRONMENTS:
+        proc = render(env, workdir)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        configs[env] = json.loads((workdir / f"{env}.json").read_text())
+    return configs
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_alarm_watches_a_metric_that_is_published(accounts, aws_env, agent_configs, env):
+    """Each alarm names a dimension set that the agent's configuration (or the backup
+    program, or AWS) really publishes, with values that exist: tests/cloudwatch_model.py
+    derives the sets from the rendered configuration, not from the monitoring role."""
+    found = alarms(aws_env, f"{PREFIX[env]}-")
+    assert found, f"{env} has no alarms"
+    assert unpublished(list(found.values()), agent_configs[env]) == []
+    instances = {i["InstanceId"] for i in live_instances(aws_env, env)}
+    disk_paths = set(agent_configs[env]["metrics"]["metrics_collected"]["disk"]["resources"])
+    allowed = {"InstanceId": instances, "Host": instances, "path": disk_paths, "Environment": {env},
+               "AutoScalingGroupName": {f"{PREFIX[env]}-ASG"}}
+    for name, alarm in found.items():
+        for dimension in alarm["Dimensions"]:
+            if dimension["Name"] in allowed:
+                assert dimension["Value"] in allowed[dimension["Name"]], (name, dimension)
+
+
+DASHBOARD_SCHEMA = json.loads((Path(__file__).parent / "cloudwatch_dashboard_body.schema.json").read_text())
+
+
+def metric_lines(body):
+    """(widget title, namespace, metric, {dimension: value}, options) of every metric line."""
+    for widget in body["widgets"]:
+        for line in widget["properties"].get("metrics", []):
+            *names, options = line if isinstance(line[-1], dict) else (*line, {})
+            pairs = names[2:]
+            assert len(pairs) % 2 == 0, line
+            yield widget["properties"]["title"], names[0], names[1], dict(zip(pairs[::2], pairs[1::2])), options
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_dashboard_draws_every_alarm_and_its_threshold(accounts, aws_env, agent_configs, env):
+    cloudwatch = client(aws_env, "cloudwatch")
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=PREFIX[env])["DashboardBody"])
+    jsonschema.validate(body, DASHBOARD_SCHEMA)
+    cells = set()
+    for widget in body["widgets"]:
+        assert widget["x"] + widget["width"] <= 24, widget
+        for dx in range(widget["width"]):
+            for dy in range(widget["height"]):
+                cell = (widget["x"] + dx, widget["y"] + dy)
+                assert cell not in cells, f"widgets overlap at {cell}"
+                cells.add(cell)
+    found = alarms(aws_env, f"{PREFIX[env]}-")
+    drawn = list(metric_lines(body))
+    # Every alarm is one line of its own: same namespace, metric, dimensions and statistic.
+    key = lambda ns, metric, dims, stat: (ns, metric, json.dumps(dims, sort_keys=True), stat)  # noqa: E731
+    wanted = sorted(key(a["Namespace"], a["MetricName"], {d["Name"]: d["Value"] for d in a["Dimensions"]},
+                        a["Statistic"]) for a in found.values())
+    alarm_lines = [line for line in drawn if line[2] not in ("RequestCount", "HealthyHostCount")]
+    assert sorted(key(ns, m, dims, o["stat"]) for _t, ns, m, dims, o in alarm_lines) == wanted
+    # The lines without an alarm use an alarm's dimensions; everything drawn is published.
+    dimension_sets = [{d["Name"]: d["Value"] for d in a["Dimensions"]} for a in found.values()]
+    extra = [line for line in drawn if line not in alarm_lines]
+    assert sorted(m for _t, _ns, m, _d, _o in extra) == ["HealthyHostCount", "RequestCount"]
+    assert all(dims in dimension_sets for _t, _ns, _m, dims, _o in extra)
+    as_alarms = [{"AlarmName": f"{title}: {m}", "Namespace": ns, "MetricName": m,
+                  "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]}
+                 for title, ns, m, dims, _o in drawn]
+    assert unpublished(as_alarms, agent_configs[env]) == []
+    # Each graph draws the thresholds of its alarms, and the alarm widget shows them all.
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        metrics = {line[1] for line in widget["properties"]["metrics"]}
+        thresholds = {a["Threshold"] for a in found.values() if a["MetricName"] in metrics}
+        drawn_thresholds = {a["value"] for a in widget["properties"].get("annotations", {}).get("horizontal", [])}
+        assert drawn_thresholds == thresholds, widget["properties"]["title"]
+    (status,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert sorted(status["properties"]["alarms"]) == sorted(a["AlarmArn"] for a in found.values())
 
 
 # --------------------------------------------------------------------------------------

@@ -128,6 +128,8 @@ def left_of(aws_env, env):
                              if g["DBSubnetGroupName"].startswith(lower)],
         "topics": [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(f":{prefix}-Alarms")],
         "alarms": sorted(alarms(aws_env, f"{prefix}-")),
+        "dashboards": [d["DashboardName"] for d in client(aws_env, "cloudwatch").list_dashboards(
+            DashboardNamePrefix=prefix)["DashboardEntries"] if d["DashboardName"] == prefix],
         "log groups": [g["logGroupName"] for g in logs.describe_log_groups(
             logGroupNamePrefix=f"/aws/ec2/chatmrpt/{env}")["logGroups"]],
         "distributions": [d["Id"] for comment, d in distributions(aws_env).items() if comment == f"{prefix}-CDN"],

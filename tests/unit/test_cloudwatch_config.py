@@ -9,62 +9,16 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 
-from helpers import ROOT, VENV_BIN, base_env
+from cloudwatch_model import OTHER_PUBLISHERS, ROLE, published_dimension_sets, render, unpublished
+from helpers import ROOT
 
-ROLE = ROOT / "roles" / "cloudwatch_agent"
 SCHEMA_PATH = ROLE / "files" / "schema.json"
 ENVIRONMENTS = {"local": "Local", "staging": "Staging", "production": "Production"}
-
-# Loads the role (its defaults, the argument specs of its validate entry point and its
-# cross-variable asserts), then renders its template to the path given in -e.
-RENDER_PLAYBOOK = """\
-- name: Render the CloudWatch agent configuration
-  hosts: chatmrpt-render
-  gather_facts: false
-  tasks:
-    - name: Validate the inputs and load the role's defaults
-      ansible.builtin.include_role:
-        name: cloudwatch_agent
-        tasks_from: validate
-        public: true
-    - name: Render the template
-      ansible.builtin.template:
-        src: "{{ __render_template }}"
-        dest: "{{ __render_dest }}"
-        mode: "0600"
-      delegate_to: localhost
-"""
-
-
-def render(inventory_env: str, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Render the role's template with inventories/<env>/group_vars (a host in group all)."""
-    inventory = workdir / inventory_env
-    inventory.mkdir(parents=True, exist_ok=True)
-    # The environment's group_vars directory next to a static one-host inventory: Ansible
-    # loads it exactly as for the dynamic inventory (000_shared first, then the overrides).
-    (inventory / "hosts.yml").write_text(
-        "all:\n  hosts:\n    chatmrpt-render:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n")
-    link = inventory / "group_vars"
-    if not link.exists():
-        link.symlink_to(ROOT / "inventories" / inventory_env / "group_vars")
-    playbook = workdir / "render.yml"
-    playbook.write_text(RENDER_PLAYBOOK)
-    out = workdir / f"{inventory_env}.json"
-    return subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory / "hosts.yml"), str(playbook),
-         "-e", f"__render_template={ROLE / 'templates' / 'amazon-cloudwatch-agent.json.j2'}",
-         "-e", f"__render_dest={out}", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env=base_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
-                     ANSIBLE_CACHE_PLUGIN="memory"),
-    )
-
 
 @pytest.fixture(scope="module")
 def schema():
@@ -115,6 +69,7 @@ def test_metrics(env, configs):
     assert metrics["append_dimensions"] == {
         "InstanceId": "${aws:InstanceId}", "AutoScalingGroupName": "${aws:AutoScalingGroupName}"}
     assert ["InstanceId"] in metrics["aggregation_dimensions"]
+    assert ["InstanceId", "path"] in metrics["aggregation_dimensions"]
     assert ["AutoScalingGroupName"] in metrics["aggregation_dimensions"]
     assert config["agent"]["region"] == "us-east-2"
 
@@ -171,4 +126,64 @@ def test_role_refuses_a_non_integer_interval(tmp_path):
 def test_role_refuses_an_aggregation_on_a_missing_dimension(tmp_path):
     proc = render("staging", tmp_path, "-e", '{"cloudwatch_agent_aggregation_dimensions": [["InstanceType"]]}')
     assert proc.returncode != 0
-    assert "every name in cloudwatch_agent_aggregation_dimensions must be one of them" in proc.stdout + proc.stderr
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "every name in cloudwatch_agent_aggregation_dimensions must be one of them or a plugin's own" in said
+
+
+# --- The dimension sets the agent publishes (tests/cloudwatch_model.py) -------------------
+
+def alarm(metric, namespace="ChatMRPT/Staging", **dimensions):
+    return {"AlarmName": f"{metric}{sorted(dimensions)}", "Namespace": namespace, "MetricName": metric,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]}
+
+
+def test_disk_metrics_are_published_per_instance_and_mount_point(configs):
+    config = configs["staging"]
+    outside, inside = (published_dimension_sets(config, in_asg=a) for a in (False, True))
+    assert frozenset({"InstanceId", "path", "device", "fstype"}) in outside["disk_used_percent"]
+    assert frozenset({"InstanceId", "path"}) in outside["disk_used_percent"]
+    assert frozenset({"InstanceId", "path"}) in inside["disk_free"]
+    assert frozenset({"AutoScalingGroupName"}) in inside["disk_used_percent"]
+    assert frozenset({"AutoScalingGroupName"}) not in outside["mem_used_percent"]
+    assert outside["mem_used_percent"] == {frozenset({"InstanceId"})}
+    assert frozenset({"InstanceId", "path"}) not in inside["mem_used_percent"]
+
+
+def test_an_alarm_on_a_set_the_agent_does_not_publish_is_found(configs):
+    config = configs["staging"]
+    good = [alarm("disk_used_percent", InstanceId="i-1", path="/"),
+            alarm("disk_free", InstanceId="i-1", path="/", device="nvme0n1p1", fstype="xfs"),
+            alarm("mem_used_percent", AutoScalingGroupName="G"),
+            alarm("BackupSuccess", Environment="staging", Host="i-1"),
+            alarm("CPUUtilization", "AWS/EC2", InstanceId="i-1"),
+            alarm("UnHealthyHostCount", "AWS/ApplicationELB", LoadBalancer="app/x/1", TargetGroup="targetgroup/y/2")]
+    assert unpublished(good, config) == []
+    bad = [alarm("disk_used_percent", InstanceId="i-1", path="/", fstype="xfs"),
+           alarm("mem_used_percent", InstanceId="i-1", path="/"),
+           alarm("BackupSuccess", Host="i-1"),
+           alarm("CPUUtilization", "AWS/EC2", InstanceId="i-1", path="/"),
+           alarm("UnHealthyHostCount", "AWS/ApplicationELB", LoadBalancer="app/x/1")]
+    assert [p.split(":")[0] for p in unpublished(bad, config)] == [a["AlarmName"] for a in bad]
+
+
+def test_without_the_instance_and_path_aggregation_the_disk_alarm_is_not_published(configs):
+    """The agent configuration before this check existed aggregated on [InstanceId] and
+    [AutoScalingGroupName] only: the per-instance disk alarms watched nothing."""
+    config = copy.deepcopy(configs["staging"])
+    config["metrics"]["aggregation_dimensions"].remove(["InstanceId", "path"])
+    problems = unpublished([alarm("disk_used_percent", InstanceId="i-1", path="/")], config)
+    assert len(problems) == 1 and "['InstanceId', 'path'] is not published" in problems[0]
+
+
+def test_the_cost_report_counts_the_metrics_and_alarms_that_exist(configs):
+    """group_vars/all/cost.yml's CloudWatch counts are what the agent publishes per instance
+    (every set but the group's, which is shared) plus BackupSuccess, and what the monitoring
+    role creates."""
+    usage = yaml.safe_load((ROOT / "group_vars" / "all" / "cost.yml").read_text())["chatmrpt_cost_usage"]
+    in_group = published_dimension_sets(configs["production"], in_asg=True)
+    per_instance = sum(len(sets - {frozenset({"AutoScalingGroupName"})}) for sets in in_group.values())
+    assert usage["metrics_per_instance"] == per_instance + len(OTHER_PUBLISHERS)
+    specs = yaml.safe_load((ROOT / "roles" / "aws_monitoring" / "vars" / "main.yml").read_text())
+    assert usage["alarms_per_instance"] == len(specs["__aws_monitoring_instance_alarm_specs"])
+    assert usage["alarms_fixed"] == len(specs["__aws_monitoring_asg_alarm_specs"]) + len(
+        specs["__aws_monitoring_alb_alarm_specs"])
