@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian/Ubuntu machine, and nothing twice:
-# system packages, the pinned virtualenv, the collections check, the local base image and
+# system packages, the pinned virtualenv and collections, their check, the local base image and
 # the SSH key of the Molecule instances.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -30,16 +30,24 @@ if ((${#missing[@]})); then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# 2. The virtualenv with the pinned Python tools; rebuilt only when the lock changes.
+# 2. The virtualenv with exactly the pinned, hashed Python packages (requirements/README.md) and
+#    exactly the pinned collections, taken from the hashed `ansible` wheel (Galaxy is
+#    unreachable here); made again from scratch only when one of those files changes.
 python="${PYTHON:-python3}"
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
   || { echo "setup: Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 1; }
-lock_hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
+lock_hash="$(cat requirements/test.txt requirements/collections-bundle.txt requirements.yml \
+             scripts/install_collections.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat .venv/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
-  say "creating .venv from requirements.txt"
-  "$python" -m venv .venv
+  say "creating .venv from requirements/test.txt and requirements.yml"
+  "$python" -m venv --clear .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
+  .venv/bin/pip install -q --require-hashes -r requirements/test.txt
+  rm -rf .cache/collections-bundle
+  .venv/bin/pip download -q --no-deps --only-binary=:all: --require-hashes -d .cache/collections-bundle \
+    -r requirements/collections-bundle.txt
+  .venv/bin/python scripts/install_collections.py .cache/collections-bundle/ansible-*.whl \
+    "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
   echo "$lock_hash" > .venv/.lock-hash
 fi
 
@@ -56,7 +64,7 @@ for file in chatmrpt-fork-gc.pth chatmrpt_ansiballz_bytecode.py chatmrpt-ansibal
   cmp -s "scripts/$file" "$site_packages/$file" || install -m 0644 "scripts/$file" "$site_packages/$file"
 done
 
-# 3. The collections come with the pinned `ansible` package; check them against requirements.yml.
+# 3. What Ansible finds is exactly requirements.yml (a collection installed by hand fails here).
 .venv/bin/python scripts/check_collections.py >/dev/null
 
 # 4. The local base image (Debian 12 + systemd), rebuilt only when its recipe changes.
@@ -71,4 +79,8 @@ if [ ! -f .cache/molecule/ssh/id_ed25519 ]; then
   chmod 0644 .cache/molecule/ssh/id_ed25519.pub
 fi
 install -d -m 0700 "$HOME/.ansible/cp"
+
+# 6. ansible-navigator (the execution environment, docs/awx.md) refuses to run podman
+#    without a POSIX message queue directory, which some container hosts lack.
+[ -d /dev/mqueue ] || as_root mkdir -p /dev/mqueue
 say "ready"
