@@ -4,11 +4,14 @@ playbooks of the shared local estate, each refused before anything is changed.
 For each case, separately asserted:
 - the run fails, in a validation task ("Check ...", "Refuse ...", argument specs), with a
   message naming the variable and the accepted values (the case's `must_say` words);
+- exactly one check refused it, the one the case names (drills_cases.CHECKS: no two cases
+  share a check, so the drills line counts checks, not inputs);
 - the recap shows no change, and no host but the controller took part;
 - the AWS emulator received no write request: the run talks to it through a recording
   proxy of its own (drills_proxy), which saw the inventory's reads and nothing else.
 And for all of them together: the instances' configuration trees are byte-for-byte as
-before (metadata digest of every file), so no host was touched either.
+before (metadata digest of every file), so no host was touched either; a refusal counts in
+the drills line only if that test passed too (tests/drill_summary.py).
 
 The runs are independent (one proxy each), so they run four at a time; each case is
 still its own test with its own assertions.
@@ -24,12 +27,27 @@ from pathlib import Path
 
 import pytest
 
-from drills_cases import CASES, BadInput
+from drills_cases import CASES, CHECKS, BadInput
 from drills_estate import ansible_playbook, config_digest, failed_task, instances
 from drills_proxy import RecordingProxy
 from helpers import ROOT
 
 VALIDATION_TASK = re.compile(r"(^|: )(Check |Refuse |Validating arguments)")
+RULE_TAG = re.compile(r"\[([a-z_]+): ([^\]]+)\]")   # a role's rule: `[aws_compute: the Auto Scaling bounds]`
+# What each refused run relies on besides its own assertions (tests/drill_summary.py).
+GATES = ("test_no_instance_was_touched_by_the_refused_runs",)
+
+
+def fired_check(case: BadInput, run) -> str:
+    """The one check that refused the run: a role's tagged rule, an argument spec (by the
+    variable it names), or the failed assert task itself. Several rules firing at once is a
+    failure: the drill would not show which check a case proves."""
+    task = failed_task(run.output)
+    if "Validating arguments" in task:
+        return f"argument specs: {case.must_say[0]}"
+    rules = sorted({f"{role}: {rule}" for role, rule in RULE_TAG.findall(" ".join(run.output.split()))})
+    assert len(rules) <= 1, f"{case.id}: several rules fired: {rules}"
+    return rules[0] if rules else task
 
 
 def _run_case(estate, case: BadInput, extra_env: dict | None = None, argv: list[str] | None = None):
@@ -68,12 +86,23 @@ def _assert_refused(case: BadInput, result: dict, refusing_hosts=("localhost",),
     # The run did reach the emulator (the inventory read it), and wrote nothing to it.
     assert result["operations"], f"{case.id}: no request went through the proxy: the check proves nothing"
     assert result["writes"] == [], f"{case.id}: write requests reached the emulator: {result['writes']}"
+    check = fired_check(case, run)
+    assert check == case.check, f"{case.id}: refused by {check!r}, the case is meant for {case.check!r}"
+    return check
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_refused_before_any_change(refusals, case, drill):
-    _assert_refused(case, refusals["results"][case.id])
-    drill.refused(case.id)
+    check = _assert_refused(case, refusals["results"][case.id])
+    drill.refused(case.id, check=check, after=GATES)
+
+
+def test_every_case_is_refused_by_a_check_of_its_own():
+    """A second input caught by the same check proves nothing more: each case names its own."""
+    assert set(CHECKS) == {c.id for c in CASES} | {"unknown-os-family"}
+    checks = list(CHECKS.values())
+    assert sorted(c for c in set(checks) if checks.count(c) > 1) == []
+    assert len(set(checks)) >= 40
 
 
 def test_no_instance_was_touched_by_the_refused_runs(refusals):
@@ -105,7 +134,7 @@ def test_host_of_an_unknown_os_family_is_refused_before_any_change(local_estate,
     run = result["run"]
     assert failed_task(run.output) == "base : Check the OS is supported", run.output[-6000:]
     # The inventory itself was valid (localhost passed validation); every instance refused.
-    _assert_refused(case, result, refusing_hosts=hosts, passing_hosts=("localhost",))
+    check = _assert_refused(case, result, refusing_hosts=hosts, passing_hosts=("localhost",))
     assert config_digest(local_estate) == before
     shutil.rmtree(tmp_path, ignore_errors=True)
-    drill.refused(case.id)
+    drill.refused(case.id, check=check)

@@ -74,7 +74,8 @@ def test_the_rerun_converges_and_a_third_run_changes_nothing(interrupted, drill)
     assert second.recap["localhost"]["failed"] == 0
     assert third.returncode == 0, third.output[-6000:]
     assert third.changed == 0, third.changed_tasks()
-    drill.survived("endpoint died mid-apply")
+    drill.survived("endpoint died mid-apply",
+                   after=("test_the_interrupted_run_fails_clearly", "test_every_named_resource_exists_once"))
 
 
 def _names(items, key="Tags"):
@@ -101,10 +102,10 @@ def test_every_named_resource_exists_once(interrupted, aws_env, drill):
     duplicates = {kind: sorted({n for n in names if names.count(n) > 1}) for kind, names in found.items()}
     duplicates = {kind: names for kind, names in duplicates.items() if names}
     unnamed = {kind: names.count(None) for kind, names in found.items() if None in names}
+    drill.compared(mismatches=len(duplicates) + len(unnamed), comparisons=len(found))
     for kind in ("vpc", "subnet", "security group", "target group", "load balancer", "bucket", "IAM role",
                  "SSM parameter"):
         assert found[kind], f"no {kind} at all: {found}"
     assert not duplicates, f"duplicate resources after the interrupted run: {duplicates}"
     assert not unnamed, f"resources without a Name tag (orphans of the interrupted run?): {unnamed}"
     assert len(found["vpc"]) == 1 and len(found["subnet"]) == 2, found
-    drill.compared(mismatches=len(duplicates) + len(unnamed), comparisons=len(found))

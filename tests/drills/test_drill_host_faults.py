@@ -73,11 +73,10 @@ def s3_down_backup(local_estate):
 def test_backup_with_s3_unreachable_fails_and_keeps_its_local_copy(s3_down_backup, drill):
     d = s3_down_backup
     estate, host, local_dir = d["estate"], d["host"], d["local_dir"]
-    assert d["run"].returncode == 1, d["run"].stdout + d["run"].stderr
-    assert len(d["new"]) == 1, d["new"]
-    backup = f"{local_dir}/{d['new'][0]}"
-    # Kept, complete on disk, never marked as uploaded; every file matches its manifest.
-    assert host_exec(estate, host, f"test -f {backup}/manifest.json && test ! -e {backup}/.uploaded",
+    backup = f"{local_dir}/{d['new'][0]}" if d["new"] else f"{local_dir}/(no new backup)"
+    # Kept, complete on disk, never marked as uploaded; every file matches its manifest
+    # (compared and recorded before any assertion).
+    kept = host_exec(estate, host, f"test -f {backup}/manifest.json && test ! -e {backup}/.uploaded",
                      check=False).returncode == 0
     check = host_exec(estate, host, (
         "python3 - <<'EOF'\n"
@@ -88,9 +87,13 @@ def test_backup_with_s3_unreachable_fails_and_keeps_its_local_copy(s3_down_backu
         "       if hashlib.sha256(open(os.path.join(root, f['path']), 'rb').read()).hexdigest() != f['sha256']]\n"
         "print(json.dumps({'files': len(manifest['files']), 'bad': bad,\n"
         "                  'databases': sorted(f['source'] for f in manifest['files'] if f['kind'] == 'sqlite')}))\n"
-        "EOF"))
-    result = json.loads(check.stdout)
-    drill.compared(mismatches=len(result["bad"]), comparisons=result["files"])
+        "EOF"), check=False)
+    result = json.loads(check.stdout) if check.returncode == 0 else {"files": 0, "bad": ["no kept copy"],
+                                                                      "databases": []}
+    drill.compared(mismatches=len(result["bad"]), comparisons=max(result["files"], 1))
+    assert d["run"].returncode == 1, d["run"].stdout + d["run"].stderr
+    assert len(d["new"]) == 1, d["new"]
+    assert kept, f"{backup}: no manifest, or marked as uploaded"
     assert result["files"] > 0 and not result["bad"], result
     # Every database of the instance is in the kept copy (the hand-built job kept only one).
     assert d["live_databases"] and result["databases"] == d["live_databases"], (result, d["live_databases"])
@@ -136,7 +139,9 @@ def test_retention_keeps_an_old_backup_that_never_reached_s3(s3_down_backup, dri
         assert f"{not_uploaded} is older than" in log and "never uploaded: kept" in log, log
     finally:
         host_exec(estate, host, f"rm -rf {local_dir}/{not_uploaded} {local_dir}/{uploaded}", check=False)
-    drill.survived("S3 unreachable during a backup")
+    drill.survived("S3 unreachable during a backup",
+                   after=("test_backup_with_s3_unreachable_fails_and_keeps_its_local_copy",
+                          "test_failed_backup_publishes_backup_success_zero"))
 
 
 # --------------------------------------------------------------------------------------
@@ -186,6 +191,13 @@ def test_gunicorn_killed_serves_again_within_15_seconds(local_estate, drill, cap
         return len(seen) == 2
 
     wait_until(both_back, timeout=60, interval=0.1)
+    # The data written before the fault, compared and recorded before any assertion.
+    try:
+        stats_after = http_json(f"{base}/api/stats")[1]
+    except OSError:
+        stats_after = None
+    rows_after = marker_rows(estate, host, instance_dir, marker)
+    drill.compared(mismatches=int(stats_after != stats_before) + int(rows_after != 1), comparisons=2)
     new_master = host_exec(estate, host, "systemctl show -p MainPID --value chatmrpt").stdout.strip()
     with capsys.disabled():
         print(f"\ndrill gunicorn killed on {host}: /health healthy again after {seen.get('instance', -1):.1f} s "
@@ -195,9 +207,6 @@ def test_gunicorn_killed_serves_again_within_15_seconds(local_estate, drill, cap
     assert seen["instance"] <= RESTART_LIMIT, f"{seen['instance']:.1f} s on the instance"
     assert seen.get("lb", 99) <= RESTART_LIMIT, f"{seen.get('lb')} s through the load balancer"
 
-    stats_after = http_json(f"{base}/api/stats")[1]
-    rows_after = marker_rows(estate, host, instance_dir, marker)
-    drill.compared(mismatches=int(stats_after != stats_before) + int(rows_after != 1), comparisons=2)
     assert stats_after == stats_before
     assert rows_after == 1
     drill.survived("gunicorn killed")

@@ -94,7 +94,8 @@ def test_the_marker_data_is_intact_on_the_replacement(bench, drill):
     assert re.search(rf"^data check: {markers} marker rows intact on the replacement, row counts equal", bench["output"], re.M)
     restored = results["report"]["restored"]
     assert restored["users.db"]["users"] >= 5 and restored["interactions.db"]["messages"] >= 5
-    drill.survived("app instance removed")
+    drill.survived("app instance removed", after=("test_the_benchmark_recovers_the_instance_and_prints_the_time",
+                                                  "test_the_estate_serves_with_two_app_instances_afterwards"))
 
 
 def test_the_estate_serves_with_two_app_instances_afterwards(local_estate, bench):
