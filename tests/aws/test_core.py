@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from aws_accounts import ENVIRONMENTS, EXCUSED_ON_REAPPLY, LOWER, PREFIX, live_instances, ssm_names
+from aws_accounts import ENVIRONMENTS, EXCUSED_ON_REAPPLY, LOWER, PREFIX, distributions, live_instances, ssm_names
 from cloudwatch_model import render, unpublished
 from emulator import REGION, client, expected_tags, group, run_ok, tags_of
 from helpers import PlaybookRun, run_playbook
@@ -439,6 +439,30 @@ def test_the_dashboard_draws_every_alarm_and_its_threshold(accounts, aws_env, ag
         assert drawn_thresholds == thresholds, widget["properties"]["title"]
     (status,) = [w for w in body["widgets"] if w["type"] == "alarm"]
     assert sorted(status["properties"]["alarms"]) == sorted(a["AlarmArn"] for a in found.values())
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_outputs_name_the_endpoints_and_the_next_steps(accounts, aws_env, env):
+    """playbooks/outputs.yml (site.yml's last play) on each applied environment: the
+    endpoints as AWS reports them, and nothing changed."""
+    run = run_ok(accounts.playbook(env, playbook="outputs.yml"))
+    assert run.changed == 0, run.changed_tasks()
+    said = " ".join(run.output.split())
+    lb = client(aws_env, "elbv2").describe_load_balancers(Names=[f"{PREFIX[env]}-ALB"])["LoadBalancers"][0]
+    assert f"load balancer: {lb['DNSName']}" in said
+    cdn = [d for d in distributions(aws_env).items() if d[0] == f"{PREFIX[env]}-CDN"]
+    printed = said[said.find("ChatMRPT "):][:3000]
+    if cdn:
+        assert f"app: https://{cdn[0][1]['DomainName']}/" in said, printed
+        assert f"CloudFront: {cdn[0][1]['DomainName']}" in said, printed
+    else:
+        assert "CloudFront: off" in said and f"app: http://{lb['DNSName']}/" in said, printed
+    endpoint = client(aws_env, "ssm").get_parameter(Name=f"/chatmrpt/{env}/database/endpoint")["Parameter"]["Value"]
+    assert f"database: {endpoint} (RDS)" in said
+    assert f"backups: s3://{LOWER[env]}-backups/{env}/" in said
+    assert f"alarms: SNS topic {PREFIX[env]}-Alarms, to {', '.join(EMAILS)}" in said
+    assert f"#dashboards/dashboard/{PREFIX[env]}" in said
+    assert f"ansible-playbook -i inventories/{env} playbooks/deploy.yml" in said
 
 
 # --------------------------------------------------------------------------------------
