@@ -18,8 +18,13 @@ def installed() -> dict[str, list[str]]:
         [str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "list", "--format", "json"],
         check=True, capture_output=True, text=True, cwd=ROOT,
     ).stdout
+    return by_name(json.loads(out))
+
+
+def by_name(listing: dict) -> dict[str, list[str]]:
+    """`ansible-galaxy collection list --format json` as {collection: [its versions]}."""
     versions: dict[str, list[str]] = {}
-    for path, collections in json.loads(out).items():
+    for path, collections in listing.items():
         if "/ansible/_internal/" in path:     # ansible-core's own (ansible._protomatter)
             continue
         for name, info in collections.items():
