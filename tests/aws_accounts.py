@@ -15,8 +15,10 @@ device /dev/sda1, as moto's register_image always gives) and an ACM certificate;
 has no golden AMI of its own, so its launch template falls back to Amazon Linux 2023
 (root device /dev/xvda) although production's image is there: a mapping that ignored the
 AMI's root device fails one of them, and an environment that picked another's image fails
-the staging fallback. Production's load balancer redirects HTTP to HTTPS, its CloudFront
-is on (its inventory's choice); staging's are off.
+the staging fallback. Both load balancers serve HTTPS and redirect HTTP to it: production
+with an imported certificate, staging with one the role requests for its domain (ACM in the
+emulator issues it a second after the request: MOTO_ACM_VALIDATION_WAIT, tests/conftest.py).
+Production's CloudFront is on (its inventory's choice); staging's is off.
 
 Emulator settings and exceptions, named here and nowhere else excused:
 - MOTO_EXTRA_VARS: moto answers a gp3 RDS instance without StorageThroughput, and
@@ -37,14 +39,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from emulator import client, reset_moto, run_ok
-from helpers import ROOT, PlaybookRun, run_playbook
+from helpers import ROOT, PlaybookRun, operator_settings, run_playbook
 
 ENVIRONMENTS = ("staging", "production")
 PREFIX = {"staging": "ChatMRPT-Staging", "production": "ChatMRPT-Production"}
 LOWER = {"staging": "chatmrpt-staging", "production": "chatmrpt-production"}
 MOTO_EXTRA_VARS = ("-e", "aws_database_storage_type=gp2")
 GOLDEN_NAME = "chatmrpt-golden-production-20260101T000000Z"
-SECRET_NAMES = ("app/SECRET_KEY", "app/ADMIN_KEY", "database/master-password", "app/OPENAI_API_KEY")
+SECRET_NAMES = ("app/SECRET_KEY", "app/ADMIN_KEY", "database/master-password", "cdn/origin-verify",
+                "app/OPENAI_API_KEY")
 EXCUSED_ON_REAPPLY = {
     "aws_cdn : Manage the CloudFront distribution":
         "moto echoes defaults, the module reports changed on every run (lab-notes)",
@@ -64,12 +67,13 @@ class Accounts:
     cert_arn: str = ""
 
     def extra_vars(self, env: str) -> tuple[str, ...]:
-        """The emulator setting of every run, and production's certificate."""
+        """The operator's settings (staging's certificate is requested for its domain), the
+        emulator setting of every run, and production's imported certificate."""
         https = ("-e", f"aws_loadbalancer_certificate_arn={self.cert_arn}") if env == "production" else ()
-        return (*MOTO_EXTRA_VARS, *https)
+        return (*operator_settings(env), *MOTO_EXTRA_VARS, *https)
 
     def playbook(self, env: str, *args: str, playbook: str = "infrastructure.yml") -> PlaybookRun:
-        return run_playbook(playbook, env, *args, *self.extra_vars(env), env=self.env)
+        return run_playbook(playbook, env, *args, *self.extra_vars(env), env=self.env, operator=False)
 
     def drift_check(self, env: str, *args: str) -> subprocess.CompletedProcess:
         """`scripts/drift_check.py <env> [args]`, with the emulator settings after `--`."""

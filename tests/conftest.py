@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import molecule_runner
-from helpers import ROOT, VENV_BIN, PlaybookRun, base_env, free_port, wait_port
+from emulator import private_emulator
+from helpers import ROOT, VENV_BIN, PlaybookRun, base_env
 import drill_summary
 import test_times
 # The drills' fixture and their bookkeeping (tests/drill_summary.py).
@@ -37,34 +38,11 @@ for _name, _value in TEST_LAB.items():
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory):
-    """A private AWS emulator for the test session (never the lab's), as its endpoint URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as logfile:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=logfile, stderr=subprocess.STDOUT,
-            env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
-        )
-    try:
-        wait_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def aws_env(moto_endpoint):
-    """Environment for Ansible or boto3 pointed at the session's emulator, dummy credentials."""
-    return base_env(
-        AWS_ENDPOINT_URL=moto_endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",  # pragma: allowlist secret
-        AWS_DEFAULT_REGION="us-east-2",
-        AWS_REGION="us-east-2",
-    )
+def aws_env(tmp_path_factory):
+    """Environment for Ansible or boto3 pointed at the session's emulator (never the lab's),
+    dummy credentials."""
+    with private_emulator(tmp_path_factory.mktemp("moto") / "moto.log") as env:
+        yield env
 
 
 @pytest.fixture(scope="session")

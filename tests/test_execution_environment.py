@@ -14,8 +14,8 @@ import subprocess
 import check_collections   # scripts/ (pytest.ini's pythonpath)
 import pytest
 
-from emulator import client
-from helpers import CONTAINERS_CONF, ROOT, VENV_BIN, base_env, free_port, wait_port
+from emulator import client, private_emulator
+from helpers import CONTAINERS_CONF, ROOT, VENV_BIN, base_env, operator_settings
 from test_pins import TEST_TOOLS, lock, normal
 
 pytestmark = pytest.mark.slow
@@ -35,18 +35,8 @@ def image():
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """An AWS emulator of this module's own: the apply below must not meet other tests' staging."""
-    port = free_port()
-    with open(tmp_path_factory.mktemp("moto") / "moto.log", "wb") as log:
-        proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_port(port)
-        yield base_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
-                       AWS_SECRET_ACCESS_KEY="testing",  # pragma: allowlist secret
-                       AWS_DEFAULT_REGION="us-east-2", AWS_REGION="us-east-2", CONTAINERS_CONF=CONTAINERS_CONF)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with private_emulator(tmp_path_factory.mktemp("moto") / "moto.log") as env:
+        yield {**env, "CONTAINERS_CONF": CONTAINERS_CONF}
 
 
 def in_image(image, *command: str) -> str:
@@ -78,20 +68,20 @@ def test_the_image_holds_the_runtime_pins_and_no_test_tool(image):
 
 
 def test_validate_passes_in_it(image, emulator):
-    rc, text = navigator(emulator, "playbooks/validate.yml", "-i", "inventories/staging")
+    rc, text = navigator(emulator, "playbooks/validate.yml", "-i", "inventories/staging", *operator_settings("staging"))
     assert rc == 0 and RECAP.search(text), text[-4000:]
     # and refuses bad input there as on the controller
-    rc, text = navigator(emulator, "playbooks/validate.yml", "-i", "inventories/staging",
+    rc, text = navigator(emulator, "playbooks/validate.yml", "-i", "inventories/staging", *operator_settings("staging"),
                          "-e", "aws_compute_asg_max_size=-1")
     assert rc != 0 and "aws_compute_asg_max_size" in text, text[-4000:]
 
 
 def test_an_apply_to_the_emulator_runs_in_it_and_changes_nothing_the_second_time(image, emulator):
-    first, text = navigator(emulator, "playbooks/infrastructure.yml", "-i", "inventories/staging", "--tags", "storage")
+    first, text = navigator(emulator, "playbooks/infrastructure.yml", "-i", "inventories/staging", *operator_settings("staging"), "--tags", "storage")
     assert first == 0 and int(RECAP.search(text).group(1)) > 0, text[-4000:]
     s3 = client(emulator, "s3")
     assert "chatmrpt-staging-backups" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
-    again, text = navigator(emulator, "playbooks/infrastructure.yml", "-i", "inventories/staging", "--tags", "storage",
+    again, text = navigator(emulator, "playbooks/infrastructure.yml", "-i", "inventories/staging", *operator_settings("staging"), "--tags", "storage",
                             "-vv")
     assert again == 0 and RECAP.search(text).group(1) == "0", text[-4000:]
     # it ran in the image (its ansible-playbook and Debian's Python), not in the virtualenv

@@ -64,6 +64,9 @@ BAD_INPUTS = [
     ("staging", {"aws_loadbalancer_health_check_timeout": 40},
      "aws_loadbalancer_health_check_timeout 2-120 s and below the interval"),
     ("staging", {"aws_loadbalancer_certificate_arn": "not-an-arn"}, "aws_loadbalancer_certificate_arn must be empty"),
+    ("staging", {"aws_loadbalancer_domain_name": "Staging.Example"}, "aws_loadbalancer_domain_name and"),
+    ("staging", {"aws_loadbalancer_domain_name": "", "aws_loadbalancer_subject_alternative_names": ["www.example.org"]},
+     "the alternative names only with a domain name"),
     ("staging", {"aws_loadbalancer_name": "ChatMRPT-Staging-Load-Balancer-Too-Long"}, "aws_loadbalancer_name"),
     ("staging", {"aws_cdn_enabled": True, "aws_loadbalancer_enabled": False}, "aws_cdn_origin_load_balancer_enabled"),
     ("staging", {"aws_cdn_price_class": "PriceClass_1"}, "aws_cdn_price_class"),
@@ -73,6 +76,8 @@ BAD_INPUTS = [
 # Each inventory as it is: every role's defaults and every group_vars value pass the argument
 # specs and the cross-variable rules (a broken role default fails here, in `make check`).
 INVENTORIES = ("production", "staging", "local")
+# The inventories that must serve HTTPS (aws_loadbalancer_https_required); local serves HTTP.
+HTTPS_INVENTORIES = ("production", "staging")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +88,21 @@ def bad_input_runs(aws_env):
     calls = [("validate.yml", inventory, "-e", json.dumps(extra)) for inventory, extra, _ in BAD_INPUTS]
     calls += [("validate.yml", inventory) for inventory in INVENTORIES]
     runs = run_playbooks(calls, env=dead)
-    return {"bad": runs[:len(BAD_INPUTS)], "good": dict(zip(INVENTORIES, runs[len(BAD_INPUTS):]))}
+    # staging and production as shipped, before the operator gave them a certificate
+    bare = run_playbooks([("validate.yml", inventory) for inventory in HTTPS_INVENTORIES], env=dead, operator=False)
+    return {"bad": runs[:len(BAD_INPUTS)], "good": dict(zip(INVENTORIES, runs[len(BAD_INPUTS):])),
+            "no certificate": dict(zip(HTTPS_INVENTORIES, bare))}
+
+
+@pytest.mark.parametrize("inventory", HTTPS_INVENTORIES)
+def test_https_without_a_certificate_is_refused_before_any_aws_call(bad_input_runs, inventory):
+    run = bad_input_runs["no certificate"][inventory]
+    assert run.returncode != 0
+    failures = [" ".join(line.split()) for line in run.failures()]
+    assert len(failures) == 1, run.output[-3000:]
+    assert "[aws_loadbalancer: HTTPS has a certificate]" in failures[0], failures[0]
+    assert "aws_loadbalancer_certificate_arn" in failures[0] and "aws_loadbalancer_domain_name" in failures[0]
+    assert "Could not connect" not in failures[0]
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)

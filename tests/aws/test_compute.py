@@ -5,8 +5,10 @@ read back with boto3; and the drift these roles correct.
 staging has no golden AMI: its launch template falls back to Amazon Linux 2023 (root
 device /dev/xvda). production has a golden AMI whose root device is /dev/sda1 (moto's
 register_image always gives that), so the test fails if the block device mapping does not
-follow the AMI; an ACM certificate turns HTTP into a redirect to HTTPS; CloudFront is on
-(its inventory's choice).
+follow the AMI. Both serve HTTPS and redirect HTTP to it: production with an imported ACM
+certificate, staging with one the role requests for its domain (and, on an emulator of its
+own whose ACM never validates, the run that prints the DNS records and refuses to go on).
+production's CloudFront is on (its inventory's choice).
 
 Emulator exceptions, named here and in tests/aws_accounts.py and nowhere else excused:
 - EXCUSED_ON_REAPPLY (aws_accounts): community.aws.cloudfront_distribution reports changed
@@ -36,8 +38,8 @@ import subprocess
 import pytest
 
 from aws_accounts import GOLDEN_NAME, PREFIX, distributions, live_instances, register_golden_ami
-from emulator import client, expected_tags, group, run_ok, tags_of
-from helpers import ROOT, VENV_BIN
+from emulator import client, expected_tags, group, private_emulator, run_ok, tags_of
+from helpers import ROOT, VENV_BIN, run_playbook
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +169,49 @@ def test_hand_managed_instance_is_registered_on_the_app_port(accounts, aws_env, 
     assert registered == {(i["InstanceId"], 8000) for i in live_instances(aws_env, env)}
 
 
+def certificate_of(accounts, aws_env, env):
+    """Production's imported certificate; for staging, the one the role requested for the
+    operator's domain (tagged <prefix>-cert, issued, DNS-validated)."""
+    if env == "production":
+        return accounts.cert_arn
+    acm = client(aws_env, "acm")
+    mine = [c["CertificateArn"] for c in acm.list_certificates()["CertificateSummaryList"]
+            if {"Key": "Name", "Value": f"{PREFIX[env]}-cert"}
+            in acm.list_tags_for_certificate(CertificateArn=c["CertificateArn"])["Tags"]]
+    assert len(mine) == 1, mine
+    cert = acm.describe_certificate(CertificateArn=mine[0])["Certificate"]
+    assert (cert["DomainName"], cert["Status"], cert["Type"]) == (
+        "staging.chatmrpt.example.org", "ISSUED", "AMAZON_ISSUED")
+    assert [o["ValidationMethod"] for o in cert["DomainValidationOptions"]] == ["DNS"]
+    return mine[0]
+
+
+def test_a_certificate_acm_has_not_issued_stops_the_run_with_its_dns_records(tmp_path):
+    """On an emulator whose ACM never validates: the role requests the certificate once,
+    prints the CNAME records ACM waits for, refuses to build the load balancer, and the next
+    run finds the same certificate instead of requesting another."""
+    with private_emulator(tmp_path / "moto.log", MOTO_ACM_VALIDATION_WAIT="86400") as env:
+        args = ("-e", "aws_loadbalancer_certificate_wait_timeout=2")
+        first = run_playbook("infrastructure.yml", "staging", "--tags", "network,loadbalancer", *args, env=env)
+        again = run_playbook("infrastructure.yml", "staging", "--tags", "loadbalancer", *args, env=env)
+        acm = client(env, "acm")
+        certificates = acm.list_certificates()["CertificateSummaryList"]
+        assert len(certificates) == 1, certificates
+        cert = acm.describe_certificate(CertificateArn=certificates[0]["CertificateArn"])["Certificate"]
+        assert (cert["DomainName"], cert["Status"]) == ("staging.chatmrpt.example.org", "PENDING_VALIDATION")
+        record = cert["DomainValidationOptions"][0]["ResourceRecord"]
+        for run in (first, again):
+            assert run.returncode != 0
+            said = " ".join(run.output.split())
+            assert f"{record['Name']} CNAME {record['Value']}" in said, run.output[-3000:]
+            failures = [" ".join(line.split()) for line in run.failures()]
+            assert len(failures) == 1 and "ACM has not issued the certificate for staging.chatmrpt.example.org" in failures[0]
+            assert "Create the DNS records printed above, then run again" in failures[0]
+        assert first.changed_tasks().count("aws_loadbalancer : Request or find the certificate of the domain") == 1
+        assert "aws_loadbalancer : Request or find the certificate of the domain" not in again.changed_tasks()
+        assert client(env, "elbv2").describe_load_balancers()["LoadBalancers"] == []
+
+
 @ENVS
 def test_load_balancer_is_internet_facing_in_two_zones_with_its_listeners(accounts, aws_env, env):
     elb = client(aws_env, "elbv2")
@@ -177,21 +222,28 @@ def test_load_balancer_is_internet_facing_in_two_zones_with_its_listeners(accoun
     assert lb["VpcId"] == group(aws_env, f"{PREFIX[env]}-alb")["VpcId"]
     tg, _ = target_group(aws_env, env)
     listeners = {l["Port"]: l for l in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]}
-    if env == "staging":  # no certificate: HTTP forwards to the app
-        assert set(listeners) == {80}
-        assert listeners[80]["Protocol"] == "HTTP"
-        assert [(a["Type"], a["TargetGroupArn"]) for a in listeners[80]["DefaultActions"]] == [("forward", tg["TargetGroupArn"])]
-    else:  # certificate: HTTP redirects, HTTPS forwards
-        assert set(listeners) == {80, 443}
-        redirect = listeners[80]["DefaultActions"][0]
-        assert redirect["Type"] == "redirect"
-        assert (redirect["RedirectConfig"]["Protocol"], redirect["RedirectConfig"]["Port"],
-                redirect["RedirectConfig"]["StatusCode"]) == ("HTTPS", "443", "HTTP_301")
-        https = listeners[443]
-        assert https["Protocol"] == "HTTPS"
-        assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
-        assert [c["CertificateArn"] for c in https["Certificates"]] == [accounts.cert_arn]
+    # both serve HTTPS: HTTP redirects, HTTPS forwards
+    assert set(listeners) == {80, 443}
+    redirect = listeners[80]["DefaultActions"][0]
+    assert redirect["Type"] == "redirect"
+    assert (redirect["RedirectConfig"]["Protocol"], redirect["RedirectConfig"]["Port"],
+            redirect["RedirectConfig"]["StatusCode"]) == ("HTTPS", "443", "HTTP_301")
+    https = listeners[443]
+    assert https["Protocol"] == "HTTPS"
+    assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert [c["CertificateArn"] for c in https["Certificates"]] == [certificate_of(accounts, aws_env, env)]
+    rules = elb.describe_rules(ListenerArn=https["ListenerArn"])["Rules"]
+    if env == "staging":  # no CloudFront: HTTPS forwards everything to the app
         assert [(a["Type"], a["TargetGroupArn"]) for a in https["DefaultActions"]] == [("forward", tg["TargetGroupArn"])]
+        assert [r["Priority"] for r in rules] == ["default"]
+    else:  # behind CloudFront: 403 unless the request carries CloudFront's secret header
+        assert [(a["Type"], a["FixedResponseConfig"]["StatusCode"]) for a in https["DefaultActions"]] == [
+            ("fixed-response", "403")]
+        header = [r for r in rules if r["Priority"] == "1"]
+        assert len(rules) == 2 and len(header) == 1, rules
+        assert header[0]["Conditions"] == [{"Field": "http-header", "HttpHeaderConfig": {
+            "HttpHeaderName": "X-Origin-Verify", "Values": [accounts.secrets[env]["cdn/origin-verify"]]}}]
+        assert [(a["Type"], a["TargetGroupArn"]) for a in header[0]["Actions"]] == [("forward", tg["TargetGroupArn"])]
     tags = elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"][0]["Tags"]
     assert tags_of(tags) == {**expected_tags(env, "loadbalancer"), "Name": f"{PREFIX[env]}-ALB"}
 
@@ -232,8 +284,12 @@ def test_cdn_in_front_of_the_alb_in_production_only(accounts, aws_env):
     alb = client(aws_env, "elbv2").describe_load_balancers(Names=["ChatMRPT-Production-ALB"])["LoadBalancers"][0]
     assert config["Enabled"] is True and config["CallerReference"] == "ChatMRPT-Production-CDN"
     origins = config["Origins"]["Items"]
-    assert [o["DomainName"] for o in origins] == [alb["DNSName"]]
-    assert origins[0]["CustomOriginConfig"]["OriginProtocolPolicy"] == "http-only"
+    # the load balancer's domain (its certificate covers it; the operator points it at the ALB),
+    # over HTTPS, with the secret header the load balancer requires
+    assert [o["DomainName"] for o in origins] == ["origin.chatmrpt.example.org"] != [alb["DNSName"]]
+    assert origins[0]["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+    assert origins[0]["CustomHeaders"]["Items"] == [
+        {"HeaderName": "X-Origin-Verify", "HeaderValue": accounts.secrets["production"]["cdn/origin-verify"]}]
     default = config["DefaultCacheBehavior"]
     assert default["ViewerProtocolPolicy"] == "redirect-to-https"
     assert default["CachePolicyId"] == CACHING_DISABLED  # the app is never cached

@@ -42,7 +42,8 @@ def test_missing_operator_secret_stops_the_run_before_any_secret_is_written(acco
     run = accounts.runs[env]["no-key"]
     assert run.returncode != 0
     assert f"Missing SSM parameters: /chatmrpt/{env}/app/OPENAI_API_KEY" in run.output
-    assert f"--name /chatmrpt/{env}/app/OPENAI_API_KEY" in run.output
+    # the command it names keeps the value out of shell history (docs/first-run-aws.md runs it)
+    assert f"scripts/put_secret.py {env} app/OPENAI_API_KEY" in " ".join(run.output.split())
     assert accounts.params_after_refusal[env] == []
 
 
@@ -68,10 +69,16 @@ def test_security_groups_open_only_what_the_contract_says(accounts, aws_env, env
     def rules(g):
         return sorted((p["FromPort"], p["ToPort"], tuple(sorted(r["CidrIp"] for r in p.get("IpRanges", []))),
                        tuple(sorted(r["CidrIpv6"] for r in p.get("Ipv6Ranges", []))),
-                       tuple(sorted(r["GroupId"] for r in p.get("UserIdGroupPairs", []))))
+                       tuple(sorted(r["GroupId"] for r in p.get("UserIdGroupPairs", [])))
+                       + tuple(sorted(r["PrefixListId"] for r in p.get("PrefixListIds", []))))
                       for p in g["IpPermissions"])
 
-    assert rules(alb) == [(80, 80, ("0.0.0.0/0",), ("::/0",), ()), (443, 443, ("0.0.0.0/0",), ("::/0",), ())]
+    if env == "production":  # behind CloudFront: HTTPS from CloudFront's origin-facing addresses only
+        cloudfront = client(aws_env, "ec2").describe_managed_prefix_lists(Filters=[
+            {"Name": "prefix-list-name", "Values": ["com.amazonaws.global.cloudfront.origin-facing"]}])["PrefixLists"]
+        assert rules(alb) == [(443, 443, (), (), (cloudfront[0]["PrefixListId"],))]
+    else:
+        assert rules(alb) == [(80, 80, ("0.0.0.0/0",), ("::/0",), ()), (443, 443, ("0.0.0.0/0",), ("::/0",), ())]
     # no SSH: the instances are reached through SSM (nothing syncs between them over SSH)
     assert rules(app) == [(8000, 8000, (), (), (alb["GroupId"],))]
     assert rules(db) == [(5432, 5432, (), (), (app["GroupId"],))]
@@ -234,7 +241,7 @@ def test_backups_bucket_is_versioned_private_encrypted_tls_only_with_lifecycle(a
 def test_secrets_generated_once_never_overwritten_never_logged(accounts, aws_env, env):
     ssm = client(aws_env, "ssm")
     first = accounts.secrets[env]
-    lengths = {"app/SECRET_KEY": 64, "app/ADMIN_KEY": 32, "database/master-password": 32}
+    lengths = {"app/SECRET_KEY": 64, "app/ADMIN_KEY": 32, "database/master-password": 32, "cdn/origin-verify": 48}
     for name, length in lengths.items():
         parameter = ssm.get_parameter(Name=f"/chatmrpt/{env}/{name}", WithDecryption=True)["Parameter"]
         assert parameter["Type"] == "SecureString"
@@ -248,7 +255,8 @@ def test_secrets_generated_once_never_overwritten_never_logged(accounts, aws_env
     # Staging and production secrets differ.
     other = [e for e in ENVIRONMENTS if e != env][0]
     assert first["app/SECRET_KEY"] != accounts.secrets[other]["app/SECRET_KEY"]
-    # No secret value in any output of any run.
+    # No secret value in any output of any run (production's runs pass CloudFront's header
+    # value to the load balancer and the distribution).
     for run in accounts.runs[env].values():
         assert isinstance(run, PlaybookRun)
         for value in first.values():
@@ -456,7 +464,9 @@ def test_outputs_name_the_endpoints_and_the_next_steps(accounts, aws_env, env):
         assert f"app: https://{cdn[0][1]['DomainName']}/" in said, printed
         assert f"CloudFront: {cdn[0][1]['DomainName']}" in said, printed
     else:
-        assert "CloudFront: off" in said and f"app: http://{lb['DNSName']}/" in said, printed
+        # HTTPS on the operator's domain, which the next steps point at the load balancer
+        assert "CloudFront: off" in said and "app: https://staging.chatmrpt.example.org/" in said, printed
+        assert f"point staging.chatmrpt.example.org (CNAME) at {lb['DNSName']}" in said, printed
     endpoint = client(aws_env, "ssm").get_parameter(Name=f"/chatmrpt/{env}/database/endpoint")["Parameter"]["Value"]
     assert f"database: {endpoint} (RDS)" in said
     assert f"backups: s3://{LOWER[env]}-backups/{env}/" in said

@@ -97,7 +97,7 @@ def left_of(aws_env, env):
     """Every kind of resource the estate makes, that is still there for `env`."""
     ec2, elb, autoscaling = client(aws_env, "ec2"), client(aws_env, "elbv2"), client(aws_env, "autoscaling")
     iam, s3, rds = client(aws_env, "iam"), client(aws_env, "s3"), client(aws_env, "rds")
-    sns, logs = client(aws_env, "sns"), client(aws_env, "logs")
+    sns, logs, acm = client(aws_env, "sns"), client(aws_env, "logs"), client(aws_env, "acm")
     prefix, lower = PREFIX[env], LOWER[env]
     left = {
         "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=[
@@ -133,6 +133,10 @@ def left_of(aws_env, env):
         "log groups": [g["logGroupName"] for g in logs.describe_log_groups(
             logGroupNamePrefix=f"/aws/ec2/chatmrpt/{env}")["logGroups"]],
         "distributions": [d["Id"] for comment, d in distributions(aws_env).items() if comment == f"{prefix}-CDN"],
+        # the certificates the load balancer role requested (an imported one is the operator's)
+        "certificates": [c["CertificateArn"] for c in acm.list_certificates()["CertificateSummaryList"]
+                         if {"Key": "Name", "Value": f"{prefix}-cert"}
+                         in acm.list_tags_for_certificate(CertificateArn=c["CertificateArn"])["Tags"]],
     }
     return {kind: found for kind, found in left.items() if found}
 
@@ -188,6 +192,7 @@ def test_absent_refuses_a_protected_database(accounts, aws_env, tmp_path):
 
 def test_teardown_of_production_leaves_nothing_and_is_idempotent(accounts, aws_env):
     staging_before = left_of(aws_env, "staging")
+    assert "certificates" in staging_before  # requested for its domain; goes with its absent below
     assert "distributions" in left_of(aws_env, "production")  # its CloudFront goes too
     confirmed = ("-e", "teardown_confirm_production=true", "-e", "aws_database_absent_override_deletion_protection=true")
     first = run_ok(accounts.playbook("production", *confirmed, playbook="teardown.yml"))

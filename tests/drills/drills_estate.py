@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from helpers import ROOT, VENV_BIN, PlaybookRun
+from helpers import ROOT, VENV_BIN, PlaybookRun, operator_settings
 
 # What configuration management writes on an instance: a change here is a change made by a
 # run. Runtime data (instance/ databases, logs, the journal) changes on its own and is
@@ -68,7 +68,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.2):
 
 
 def ansible_playbook(env: dict, inventory: str, *argv: str, timeout: int = 1800) -> PlaybookRun:
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", f"inventories/{inventory}", *argv],
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", f"inventories/{inventory}",
+                           *operator_settings(inventory), *argv],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
