@@ -82,7 +82,9 @@ def test_security_groups_open_only_what_the_contract_says(accounts, aws_env, env
     # no SSH: the instances are reached through SSM (nothing syncs between them over SSH)
     assert rules(app) == [(8000, 8000, (), (), (alb["GroupId"],))]
     assert rules(db) == [(5432, 5432, (), (), (app["GroupId"],))]
-    for g in (alb, app, db):
+    cache = group(aws_env, f"{PREFIX[env]}-cache")
+    assert cache["VpcId"] == app["VpcId"] and rules(cache) == [(6379, 6379, (), (), (app["GroupId"],))]
+    for g in (alb, app, db, cache):
         assert tags_of(g["Tags"]) == {**expected_tags(env, "network"), "Name": g["GroupName"]}
 
 
@@ -147,6 +149,11 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
     assert ssm_statements[1] == {"Sid": "DecryptThroughSsmOnly", "Effect": "Allow", "Action": "kms:Decrypt",
                                  "Resource": f"arn:aws:kms:{REGION}:123456789012:key/*",
                                  "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{REGION}.amazonaws.com"}}}
+    assert ssm_statements[2] == {"Sid": "DenyEveryOtherParameter", "Effect": "Deny",
+                                 "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath",
+                                            "ssm:GetParameterHistory"],
+                                 "NotResource": [ssm_arn, f"{ssm_arn}/*"]}
+    assert len(ssm_statements) == 3
     agent = {statement["Sid"]: statement for statement in doc("cloudwatch-agent")["Statement"]}
     assert agent["OwnNamespaces"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": [f"ChatMRPT/{env.title()}"]}}
@@ -158,27 +165,54 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
     assert tags_of(profile["Tags"]) == expected_tags(env, "iam")
 
 
-def _allow_statements(iam, role_name):
-    """Every Allow statement of the role: its inline policies and the default versions of its
-    attached managed policies (the emulator holds AWS's own documents)."""
-    def parsed(document):
-        return json.loads(document) if isinstance(document, str) else document
+def _parsed(document):
+    return json.loads(document) if isinstance(document, str) else document
 
-    documents = [parsed(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])
-                 for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]]
+
+def _statements(document):
+    statements = _parsed(document)["Statement"]
+    return statements if isinstance(statements, list) else [statements]
+
+
+def _managed_statements(iam, arn):
+    """The statements of the default version of a managed policy (the emulator holds AWS's own)."""
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    return _statements(iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])
+                       ["PolicyVersion"]["Document"])
+
+
+def _role_statements(iam, role_name):
+    """Every statement of the role: its inline policies and its attached managed policies."""
+    out = [s for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+           for s in _statements(iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"])]
     for attached in iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]:
-        policy = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
-        documents.append(parsed(iam.get_policy_version(
-            PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"])["PolicyVersion"]["Document"]))
-    for document in documents:
-        statements = document["Statement"]
-        for statement in statements if isinstance(statements, list) else [statements]:
-            if statement["Effect"] == "Allow":
-                yield statement
+        out += _managed_statements(iam, attached["PolicyArn"])
+    return out
 
 
 def _listed(value):
     return value if isinstance(value, list) else [value]
+
+
+def _matches(statement, action, resource):
+    """Whether a statement names the action and the resource (Action/NotAction,
+    Resource/NotResource; wildcards as IAM matches them; conditions ignored)."""
+    def any_match(patterns, value, case=True):
+        return any(fnmatch.fnmatchcase(value if case else value.lower(), p if case else p.lower())
+                   for p in _listed(patterns))
+
+    acts = (any_match(statement["Action"], action, case=False) if "Action" in statement
+            else not any_match(statement["NotAction"], action, case=False))
+    names = (any_match(statement["Resource"], resource) if "Resource" in statement
+             else not any_match(statement["NotResource"], resource))
+    return acts and names
+
+
+def _allowed(statements, action, resource):
+    """IAM's rule: allowed when a statement allows it and none denies it (conditions ignored:
+    an Allow counts even when its condition would not hold, so this is stricter than AWS)."""
+    return (any(_matches(s, action, resource) for s in statements if s["Effect"] == "Allow")
+            and not any(_matches(s, action, resource) for s in statements if s["Effect"] == "Deny"))
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -191,14 +225,18 @@ def test_no_instance_role_reads_another_environments_parameters(accounts, aws_en
     other = next(e for e in ENVIRONMENTS if e != env)
     parameter = f"arn:aws:ssm:{REGION}:123456789012:parameter/chatmrpt/{{}}/database/password"
     reads = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath")
+    statements = _role_statements(iam, f"{PREFIX[env]}-EC2-Role")
 
     def allowed(action, resource):
-        return any(
-            any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in _listed(s.get("Action", [])))
-            and any(fnmatch.fnmatchcase(resource, r) for r in _listed(s.get("Resource", [])))
-            for s in _allow_statements(iam, f"{PREFIX[env]}-EC2-Role"))
+        return _allowed(statements, action, resource)
 
     assert not [a for a in reads if allowed(a, parameter.format(other))], f"{env} reads {other}'s parameters"
+    # The explicit Deny holds even when someone attaches the managed policy that reads every
+    # parameter; without the Deny that policy alone would give the other environment's.
+    broad = _managed_statements(iam, "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+    assert not [a for a in reads if _allowed(statements + broad, a, parameter.format(other))]
+    without_deny = [s for s in statements if s["Effect"] != "Deny"]
+    assert _allowed(without_deny + broad, "ssm:GetParameter", parameter.format(other))
     assert all(allowed(a, parameter.format(env)) for a in reads), f"{env} cannot read its own parameters"
     assert allowed("ssmmessages:OpenDataChannel", "*") and allowed("ssm:UpdateInstanceInformation", "*")
     # the agent: logs (and their retention) in the environment's log group only
@@ -241,7 +279,8 @@ def test_backups_bucket_is_versioned_private_encrypted_tls_only_with_lifecycle(a
 def test_secrets_generated_once_never_overwritten_never_logged(accounts, aws_env, env):
     ssm = client(aws_env, "ssm")
     first = accounts.secrets[env]
-    lengths = {"app/SECRET_KEY": 64, "app/ADMIN_KEY": 32, "database/master-password": 32, "cdn/origin-verify": 48}
+    lengths = {"app/SECRET_KEY": 64, "app/ADMIN_KEY": 32, "database/master-password": 32, "cdn/origin-verify": 48,
+               "cache/auth-token": 64}
     for name, length in lengths.items():
         parameter = ssm.get_parameter(Name=f"/chatmrpt/{env}/{name}", WithDecryption=True)["Parameter"]
         assert parameter["Type"] == "SecureString"
@@ -282,6 +321,30 @@ def test_rds_instance_is_encrypted_private_backed_up_and_recorded(accounts, aws_
                 for name in ("endpoint", "port", "name", "master-username")}
     assert recorded == {"endpoint": db["Endpoint"]["Address"], "port": str(db["Endpoint"]["Port"]),
                         "name": "chatmrpt", "master-username": "chatmrpt_master"}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_redis_is_encrypted_token_protected_reachable_from_the_app_only_and_recorded(accounts, aws_env, env):
+    elasticache, ssm = client(aws_env, "elasticache"), client(aws_env, "ssm")
+    group_id = f"{LOWER[env]}-redis"
+    redis = elasticache.describe_replication_groups(ReplicationGroupId=group_id)["ReplicationGroups"][0]
+    assert (redis["TransitEncryptionEnabled"], redis["AtRestEncryptionEnabled"], redis["AuthTokenEnabled"]) == (
+        True, True, True)
+    assert (redis["Engine"], redis["CacheNodeType"], len(redis["MemberClusters"])) == ("redis", "cache.t4g.micro", 1)
+    # (moto makes no member clusters, so the nodes' subnet and security groups cannot be read
+    # back; the cache group's own rule is checked in test_security_groups_open_only_what_...)
+    subnets = elasticache.describe_cache_subnet_groups(CacheSubnetGroupName=f"{LOWER[env]}-cache-subnets")
+    subnet_ids = [s["SubnetIdentifier"] for s in subnets["CacheSubnetGroups"][0]["Subnets"]]
+    zones = {s["AvailabilityZone"] for s in client(aws_env, "ec2").describe_subnets(SubnetIds=subnet_ids)["Subnets"]}
+    assert len(zones) >= 2
+    # (moto keeps no tags of a replication group: the role passes them, AWS stores them)
+    # the AUTH token is the one aws_secrets generated (moto keeps it; AWS never shows it)
+    token = ssm.get_parameter(Name=f"/chatmrpt/{env}/cache/auth-token", WithDecryption=True)["Parameter"]["Value"]
+    assert token == accounts.secrets[env]["cache/auth-token"]
+    endpoint = redis["NodeGroups"][0]["PrimaryEndpoint"]
+    recorded = {name: ssm.get_parameter(Name=f"/chatmrpt/{env}/cache/{name}")["Parameter"]["Value"]
+                for name in ("endpoint", "port", "tls")}
+    assert recorded == {"endpoint": endpoint["Address"], "port": str(endpoint["Port"]), "tls": "true"}
 
 
 # --------------------------------------------------------------------------------------

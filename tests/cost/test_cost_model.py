@@ -22,6 +22,7 @@ STAGING = {
     "alb_enabled": False, "alb_lcu": 1, "cdn_enabled": False, "cdn_gb_out": 50, "cdn_requests_10k": 100,
     "logs_gb_month": 1, "log_retention_days": 7, "s3_standard_gb": 10, "s3_ia_gb": 20,
     "transfer_gb_out": 20, "metrics_per_instance": 6, "alarms_per_instance": 4, "alarms_fixed": 4,
+    "cache_enabled": False, "cache_node_type": "cache.t4g.micro", "cache_nodes": 1,
 }
 PRODUCTION = {**STAGING, "environment": "production", "rds_enabled": False, "alb_enabled": True,
               "cdn_enabled": True, "alarms_fixed": 8}
@@ -50,6 +51,12 @@ def test_production_by_hand(prices):
     # + S3 0.48 + transfer 1.80. Sum: 66.88; at ASG max 3 x 35.368 = 106.10 more.
     assert est.monthly("desired") == 66.88
     assert est.monthly("max") == 172.98
+
+
+def test_the_cache_is_priced_per_node_hour(prices):
+    rows = {row.name: row for row in estimate({**STAGING, "cache_enabled": True, "cache_nodes": 2}, prices).items}
+    assert rows["ElastiCache for Redis"].monthly == round(2 * 0.016 * 730, 2)  # cache.t4g.micro, us-east-2
+    assert "ElastiCache for Redis" not in {row.name for row in estimate(STAGING, prices).items}
 
 
 def test_rows_add_up_to_the_total(prices):

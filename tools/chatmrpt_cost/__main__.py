@@ -30,7 +30,7 @@ REFERENCE = Path(__file__).resolve().parent / "reference.json"
 CATEGORIES = {  # report line -> reference category
     "EC2": "EC2", "EBS": "EC2", "RDS": "RDS", "Application Load Balancer": "Load balancer",
     "ALB": "Load balancer", "CloudFront": "CloudFront", "CloudWatch": "CloudWatch",
-    "S3": "S3", "Data transfer": "Data transfer",
+    "S3": "S3", "Data transfer": "Data transfer", "ElastiCache": "Cache",
 }
 
 

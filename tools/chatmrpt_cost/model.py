@@ -109,6 +109,12 @@ def estimate(settings: dict, prices: dict) -> Estimate:
         est.items.append(Item("RDS PostgreSQL instance", f"{s['rds_class']} x {hours} h", round(rds_month, 2)))
         est.items.append(Item("RDS storage", f"{s['rds_storage_gb']} GB {s['rds_storage_type']}", round(storage, 2)))
 
+    if s["cache_enabled"]:
+        nodes = int(s["cache_nodes"])
+        cache_month = _price(prices, "elasticache_node_hourly", s["cache_node_type"], "ElastiCache node type") * hours
+        est.items.append(Item("ElastiCache for Redis", f"{nodes} x {s['cache_node_type']} x {hours} h",
+                              round(nodes * cache_month, 2)))
+
     if s["alb_enabled"]:
         est.items.append(Item("Application Load Balancer", f"{hours} h", round(prices["alb_hourly"] * hours, 2)))
         est.items.append(Item("ALB capacity units (estimate)", f"{s['alb_lcu']} LCU x {hours} h",

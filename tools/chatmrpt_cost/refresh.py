@@ -46,8 +46,11 @@ def refresh(region: str, client=None) -> str:
         table["rds_instance_hourly"][db_class] = lookup(client, "AmazonRDS", {
             "location": location, "instanceType": db_class, "databaseEngine": "PostgreSQL",
             "deploymentOption": "Single-AZ"})
+    for node_type in table["elasticache_node_hourly"]:
+        table["elasticache_node_hourly"][node_type] = lookup(client, "AmazonElastiCache", {
+            "location": location, "instanceType": node_type, "cacheEngine": "Redis"})
     table["as_of"] = datetime.date.today().isoformat()
-    table["source"] = "AWS Price List API (instance and RDS class hours); other rates as shipped"
+    table["source"] = "AWS Price List API (instance, RDS class and ElastiCache node hours); other rates as shipped"
     path = PRICE_DIR / f"prices-{region}.json"
     path.write_text(json.dumps(table, indent=2) + "\n")
     return str(path)
