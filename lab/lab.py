@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The local estate: the AWS emulator, a PostgreSQL server and a podman network.
+"""The local estate: the AWS emulator, a PostgreSQL server, Redis and a podman network.
 
     lab.py up       start what is missing (idempotent)
     lab.py status   say what runs, exit 1 if something is down
@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("LAB_STATE_DIR", ROOT / ".lab"))
 MOTO_PORT = int(os.environ.get("LAB_MOTO_PORT", "4566"))
 PG_PORT = int(os.environ.get("LAB_PG_PORT", "55432"))
+REDIS_PORT = int(os.environ.get("LAB_REDIS_PORT", "56379"))
 NETWORK = os.environ.get("LAB_NETWORK", "chatmrpt-lab")
 # The local environment's VPC has this CIDR too, so each container gets the private IP
 # that the emulator gave its instance.
@@ -165,6 +166,54 @@ def register_database() -> None:
                           Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
 
 
+# --- Redis, the stand-in for ElastiCache ----------------------------------------------------
+
+def redis_up() -> None:
+    """redis-server with a password (the ElastiCache AUTH token's stand-in), from a 0600
+    configuration file (the password never on a command line)."""
+    data = STATE / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    password_file = data / "auth-token"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_hex(32))
+        password_file.chmod(0o600)
+    config = data / "redis.conf"
+    config.write_text(
+        f"port {REDIS_PORT}\nbind 0.0.0.0\nprotected-mode no\nrequirepass {password_file.read_text().strip()}\n"
+        f"daemonize yes\npidfile {data / 'redis.pid'}\nlogfile {data / 'redis.log'}\ndir {data}\n"
+        "save \"\"\nappendonly no\n")
+    config.chmod(0o600)
+    if pid_alive(data / "redis.pid") and port_open(REDIS_PORT):
+        return
+    if port_open(REDIS_PORT):
+        raise SystemExit(f"lab: port {REDIS_PORT} is taken by another program; set LAB_REDIS_PORT")
+    run("redis-server", str(config))
+    wait_for(lambda: port_open(REDIS_PORT), "Redis")
+    log(f"Redis listening on port {REDIS_PORT}")
+
+
+def redis_down() -> None:
+    pid = pid_alive(STATE / "redis" / "redis.pid")
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not port_open(REDIS_PORT), "Redis to stop")
+
+
+def register_cache() -> None:
+    """Record the ElastiCache stand-in's AUTH token where the estate expects it: in SSM
+    (aws_secrets keeps an existing value; aws_cache records the endpoint)."""
+    import boto3
+
+    ssm = boto3.client("ssm", region_name=REGION, endpoint_url=f"http://127.0.0.1:{MOTO_PORT}",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
+    name = "/chatmrpt/local/cache/auth-token"
+    try:
+        ssm.get_parameter(Name=name)
+    except ssm.exceptions.ParameterNotFound:
+        ssm.put_parameter(Name=name, Value=(STATE / "redis" / "auth-token").read_text().strip(), Type="SecureString",
+                          Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
+
+
 # --- HAProxy, the stand-in for the ALB ------------------------------------------------------
 
 def lb_up() -> None:
@@ -259,6 +308,7 @@ def environment() -> dict[str, str]:
         "CHATMRPT_LAB_SUBNET": SUBNET,
         "CHATMRPT_LAB_MOTO_PORT": str(MOTO_PORT),
         "CHATMRPT_LAB_PG_PORT": str(PG_PORT),
+        "CHATMRPT_LAB_REDIS_PORT": str(REDIS_PORT),
         "CHATMRPT_LAB_LB_PORT": str(LB_PORT),
     }
 
@@ -272,9 +322,12 @@ def cmd_up() -> int:
     moto_up()
     pg_up()
     register_database()
+    redis_up()
+    register_cache()
     lb_up()
     facts = {
-        "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER,
+        "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER, "redis_port": REDIS_PORT,
+        "redis_pidfile": str(STATE / "redis" / "redis.pid"),
         "pg_master_password_file": str(STATE / "pg" / "master-password"),
         "network": NETWORK, "subnet": SUBNET, "label": LABEL, "name": NETWORK,
         "lb_port": LB_PORT, "lb_config": str(STATE / "haproxy.cfg"), "lb_pidfile": str(STATE / "haproxy.pid"),
@@ -289,6 +342,7 @@ def cmd_status() -> int:
     checks = {
         "AWS emulator": pid_alive(STATE / "moto.pid") is not None and port_open(MOTO_PORT),
         "PostgreSQL": port_open(PG_PORT),
+        "Redis": pid_alive(STATE / "redis" / "redis.pid") is not None and port_open(REDIS_PORT),
         "load balancer": pid_alive(STATE / "haproxy.pid") is not None and port_open(LB_PORT),
         "podman network": run("podman", "network", "exists", NETWORK, check=False).returncode == 0,
     }
@@ -321,8 +375,9 @@ def cmd_down() -> int:
     if pid:
         os.kill(pid, signal.SIGTERM)
     pg_down()
+    redis_down()
     shutil.rmtree(STATE, ignore_errors=True)
-    log("down: containers, golden images, network, emulator, PostgreSQL, load balancer and state removed")
+    log("down: containers, golden images, network, emulator, PostgreSQL, Redis, load balancer and state removed")
     return 0
 
 

@@ -14,9 +14,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 #    HAProxy (the local load balancer), pgloader (migration benchmark baseline), the CNI
 #    dnsname plugin (containers on one podman network find each other by name; without it,
 #    as on a machine where apt picked CNI without recommends, they cannot) and the SSH client
-#    that reaches the lab's instances.
+#    that reaches the lab's instances, and Redis (the lab's stand-in for ElastiCache).
 packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs golang-github-containernetworking-plugin-dnsname
-          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client)
+          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -31,6 +31,7 @@ TEST_LAB = {
     "LAB_SUBNET": "10.214.0.0/16",
     "LAB_MOTO_PORT": "4576",
     "LAB_PG_PORT": "55442",
+    "LAB_REDIS_PORT": "56389",
     "LAB_LB_PORT": "8090",
 }
 for _name, _value in TEST_LAB.items():

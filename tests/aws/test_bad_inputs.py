@@ -40,6 +40,8 @@ BAD_INPUTS = [
     ("production", {"aws_storage_bucket_name": "ab"}, "aws_storage_bucket_name"),
     ("production", {"aws_storage_bucket_name": "192.168.1.10"}, "aws_storage_bucket_name"),
     ("production", {"aws_storage_transition_days": 10}, "aws_storage_transition_days"),
+    ("production", {"aws_storage_transfer_bucket_name": "chatmrpt-production-backups"},
+     "other than the backups bucket"),
     ("production", {"aws_secrets_generated_parameters": [{"name": "app/SECRET_KEY", "length": 8,
                                                           "description": "short"}]},
      "aws_secrets_generated_parameters"),

@@ -36,9 +36,10 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
-from aws_accounts import GOLDEN_NAME, PREFIX, distributions, live_instances, register_golden_ami
-from emulator import client, expected_tags, group, private_emulator, run_ok, tags_of
+from aws_accounts import GOLDEN_NAME, LOWER, PREFIX, distributions, live_instances, register_golden_ami
+from emulator import REGION, client, expected_tags, group, private_emulator, run_ok, tags_of
 from helpers import ROOT, VENV_BIN, run_playbook
 
 pytestmark = pytest.mark.slow
@@ -139,6 +140,35 @@ def test_dynamic_inventory_finds_the_instance_in_role_and_env_groups(accounts, a
     # Only staging's instances: production's lives in the same account.
     production_id = live_instances(aws_env, "production")[0]["InstanceId"]
     assert production_id not in json.dumps(inventory)
+
+
+@ENVS
+def test_the_inventory_gives_a_complete_ssm_connection_through_its_own_transfer_bucket(accounts, aws_env, env):
+    """What a host play would use to reach the instance (rendered by Ansible, no connection
+    made), the bucket it names as aws_storage made it, and hosts.yml waiting for it first."""
+    instance_id = live_instances(aws_env, env)[0]["InstanceId"]
+    proc = subprocess.run([str(VENV_BIN / "ansible"), "-i", f"inventories/{env}", instance_id, "-o", "-m",
+                           "ansible.builtin.debug", "-a", "msg={{ [ansible_connection, ansible_host, "
+                           "ansible_aws_ssm_region, ansible_aws_ssm_bucket_name] | to_json }}"],
+                          cwd=ROOT, env=aws_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bucket = f"{LOWER[env]}-ssm-transfer"
+    assert json.loads(json.loads(proc.stdout.split("=>", 1)[1])["msg"]) == [
+        "community.aws.aws_ssm", instance_id, REGION, bucket]
+    s3 = client(aws_env, "s3")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=bucket)  # never versioned: no copy of .env outlives a transfer
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [(r["Status"], r["Expiration"]["Days"]) for r in lifecycle] == [("Enabled", 1)]
+    statement = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"][0]
+    assert (statement["Effect"], statement["Condition"]) == ("Deny", {"Bool": {"aws:SecureTransport": "false"}})
+    assert bucket != f"{LOWER[env]}-backups"
+    # hosts.yml's first play on the hosts waits for each to answer, before facts are gathered
+    plays = [p for p in yaml.safe_load((ROOT / "playbooks" / "hosts.yml").read_text()) if p.get("hosts") == "role_app"]
+    assert plays[0]["gather_facts"] is False
+    assert "ansible.builtin.wait_for_connection" in plays[0]["tasks"][0]
 
 
 # --- target group and load balancer ---------------------------------------------------------

@@ -3,9 +3,14 @@ session's shared `local_estate`), then `make lab-down` after every other test.""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,6 +57,42 @@ def test_summary_shows_the_app_answering(demo_runs):
     assert "tear down: make lab-down" in second.stdout
 
 
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def until(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def test_the_app_reaches_redis_and_health_turns_degraded_while_redis_is_down(local_estate):
+    """The lab's redis-server stands in for ElastiCache: aws_cache recorded it, the app role
+    wrote REDIS_* into .env, the app authenticates and pings it. Stopped, /health says
+    degraded (still 200, like ChatMRPT); started again, healthy."""
+    # through the load balancer (earlier tests may have replaced instances), a few times: it
+    # spreads the requests over the instances
+    urls = [f"{local_estate.lb_url}/health"] * 4
+    lab = local_estate.lab
+    assert all(health(url)["services"].get("redis") == "healthy" for url in urls), [health(u) for u in urls]
+    config = Path(lab["redis_pidfile"]).with_name("redis.conf")
+    os.kill(int(Path(lab["redis_pidfile"]).read_text()), signal.SIGTERM)
+    try:
+        assert until(lambda: not port_open(lab["redis_port"]))
+        down = [health(url) for url in urls]
+        assert all(h["services"]["redis"].startswith("degraded") and h["overall"] == "degraded" for h in down), down
+    finally:
+        subprocess.run(["redis-server", str(config)], check=True, capture_output=True, timeout=30)
+    assert until(lambda: all(health(url)["services"].get("redis") == "healthy" for url in urls)), \
+        [health(u) for u in urls]
+
+
 @pytest.mark.estate_teardown
 def test_lab_down_leaves_nothing(local_estate):
     lab, env = local_estate.lab, local_estate.env
@@ -59,7 +100,7 @@ def test_lab_down_leaves_nothing(local_estate):
     containers = sh("podman", "ps", "-a", "--filter", f"label=io.chatmrpt.lab={lab['name']}", "--format", "{{.Names}}").stdout
     assert containers.strip() == ""
     assert sh("podman", "network", "exists", lab["network"]).returncode != 0
-    for port in ("CHATMRPT_LAB_MOTO_PORT", "CHATMRPT_LAB_PG_PORT", "CHATMRPT_LAB_LB_PORT"):
+    for port in ("CHATMRPT_LAB_MOTO_PORT", "CHATMRPT_LAB_PG_PORT", "CHATMRPT_LAB_REDIS_PORT", "CHATMRPT_LAB_LB_PORT"):
         assert not port_open(int(env[port])), f"{port} still answers"
     assert not Path(env["CHATMRPT_LAB_STATE_DIR"]).exists()
     assert sh(*LAB, "status").returncode == 1

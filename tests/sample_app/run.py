@@ -1,5 +1,8 @@
 """A stand-in for ChatMRPT: same entry point (run:app), health routes and SQLite files.
 
+/health reports Redis (REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, as ChatMRPT's session store
+reads them) when it is configured: degraded when it does not answer PONG.
+
 Reads `.env` at import like the real app; /health answers 200 whatever its JSON says.
 With DATABASE_URL set to a postgresql:// URL it serves from PostgreSQL instead (psycopg 3),
 from the schemas chatmrpt-migrate creates (one per SQLite file: interactions, users,
@@ -8,6 +11,7 @@ survey, prepost_test); otherwise from the SQLite files under instance/, as befor
 
 import datetime
 import os
+import socket
 import sqlite3
 import uuid
 
@@ -186,9 +190,38 @@ def version():
     return jsonify(version=VERSION, pid=os.getpid())
 
 
+def _redis_state():
+    """Like ChatMRPT's session store: REDIS_HOST/REDIS_PORT/REDIS_PASSWORD, plain RESP over TCP
+    (AUTH, then PING); None when no Redis is configured."""
+    host = os.environ.get("REDIS_HOST")
+    if not host:
+        return None
+    password = os.environ.get("REDIS_PASSWORD", "")
+    try:
+        with socket.create_connection((host, int(os.environ.get("REDIS_PORT", "6379"))), timeout=2) as conn:
+            if password:
+                conn.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password.encode()), password.encode()))
+            conn.sendall(b"*1\r\n$4\r\nPING\r\n")
+            answer = b""
+            while answer.count(b"\r\n") < (2 if password else 1):
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError as err:
+        return f"degraded: {type(err).__name__}"
+    lines = answer.split(b"\r\n")
+    if lines[-2:-1] == [b"+PONG"] and (not password or lines[0] == b"+OK"):
+        return "healthy"
+    return f"degraded: {lines[0].decode(errors='replace')[:60] or 'no answer'}"
+
+
 @app.get("/health")
 def health():
     services = {"config": "healthy" if os.environ.get("SECRET_KEY") else "degraded: SECRET_KEY missing"}
+    redis_state = _redis_state()
+    if redis_state:
+        services["redis"] = redis_state
     try:
         with _db("interactions.db") as db:
             db.run("SELECT 1")

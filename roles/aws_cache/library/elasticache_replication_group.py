@@ -12,7 +12,7 @@ short_description: Create, update or delete an encrypted Redis replication group
 description:
   - Creates the replication group when missing, with in-transit and at-rest encryption and
     the AUTH token (sent only on creation; rotating it is a separate, deliberate step).
-  - Changes the node type, the security groups and the automatic failover of an existing
+  - Changes the node type, the security groups and the transit encryption mode of an existing
     group (ModifyReplicationGroup, applied immediately); other differences that AWS cannot
     change in place (engine, encryption, subnet group, number of nodes) fail with a message.
   - Deletes it with O(state=absent).
@@ -48,6 +48,12 @@ options:
     type: list
     elements: str
     default: []
+  transit_encryption_mode:
+    description: C(required), only TLS connections; C(preferred), TLS and plain connections
+      (for clients that cannot use TLS yet; changes to C(required) in place).
+    type: str
+    choices: [preferred, required]
+    default: required
   auth_token:
     description: AUTH token (16-128 printable characters); required to create the group.
     type: str
@@ -146,6 +152,7 @@ def main():
             "port": {"type": "int", "default": 6379},
             "subnet_group": {"type": "str"},
             "security_group_ids": {"type": "list", "elements": "str", "default": []},
+            "transit_encryption_mode": {"type": "str", "choices": ["preferred", "required"], "default": "required"},
             "auth_token": {"type": "str", "no_log": True},
             "tags": {"type": "dict", "default": {}},
             "region": {"type": "str", "required": True},
@@ -187,7 +194,8 @@ def main():
                     CacheSubnetGroupName=p["subnet_group"], SecurityGroupIds=p["security_group_ids"],
                     AutomaticFailoverEnabled=p["num_cache_clusters"] > 1,
                     MultiAZEnabled=p["num_cache_clusters"] > 1,
-                    TransitEncryptionEnabled=True, AtRestEncryptionEnabled=True, AuthToken=p["auth_token"],
+                    TransitEncryptionEnabled=True, TransitEncryptionMode=p["transit_encryption_mode"],
+                    AtRestEncryptionEnabled=True, AuthToken=p["auth_token"],
                     Tags=[{"Key": k, "Value": str(v)} for k, v in p["tags"].items()])
                 group = describe(client, group_id)
             diff["after"] = {"id": group_id, "node_type": p["node_type"], "nodes": p["num_cache_clusters"]}
@@ -201,6 +209,9 @@ def main():
                                      + ", ".join(f"{k} is {v[0]}, wanted {v[1]}" for k, v in wrong.items())
                                      + "; replace the group (absent, then present) in a maintenance window")
             modify, before = {}, {}
+            if group.get("TransitEncryptionMode", p["transit_encryption_mode"]) != p["transit_encryption_mode"]:
+                modify["TransitEncryptionMode"] = p["transit_encryption_mode"]
+                before["TransitEncryptionMode"] = group.get("TransitEncryptionMode")
             if group.get("CacheNodeType") != p["node_type"]:
                 modify["CacheNodeType"], before["CacheNodeType"] = p["node_type"], group.get("CacheNodeType")
             live_groups = security_groups(client, group)
