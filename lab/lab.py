@@ -151,18 +151,17 @@ def pg_down() -> None:
         as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(pg_data()), "-m", "fast", "-w", "stop")
 
 
-def register_database() -> None:
-    """Record the RDS stand-in's master password where the estate expects RDS's: in SSM."""
+def store_secret_once(name: str, source: Path) -> None:
+    """Record a stand-in's secret (the file `source`) where the estate expects AWS's: in the
+    emulator's SSM, once (aws_secrets keeps an existing value)."""
     import boto3  # the venv has it; imported late so `lab.py down` works without it
 
     ssm = boto3.client("ssm", region_name=REGION, endpoint_url=f"http://127.0.0.1:{MOTO_PORT}",
                        aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
-    name = "/chatmrpt/local/database/master-password"
     try:
         ssm.get_parameter(Name=name)
     except ssm.exceptions.ParameterNotFound:
-        password = (STATE / "pg" / "master-password").read_text().strip()
-        ssm.put_parameter(Name=name, Value=password, Type="SecureString",
+        ssm.put_parameter(Name=name, Value=source.read_text().strip(), Type="SecureString",
                           Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
 
 
@@ -196,22 +195,7 @@ def redis_down() -> None:
     pid = pid_alive(STATE / "redis" / "redis.pid")
     if pid:
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not port_open(REDIS_PORT), "Redis to stop")
-
-
-def register_cache() -> None:
-    """Record the ElastiCache stand-in's AUTH token where the estate expects it: in SSM
-    (aws_secrets keeps an existing value; aws_cache records the endpoint)."""
-    import boto3
-
-    ssm = boto3.client("ssm", region_name=REGION, endpoint_url=f"http://127.0.0.1:{MOTO_PORT}",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")  # pragma: allowlist secret
-    name = "/chatmrpt/local/cache/auth-token"
-    try:
-        ssm.get_parameter(Name=name)
-    except ssm.exceptions.ParameterNotFound:
-        ssm.put_parameter(Name=name, Value=(STATE / "redis" / "auth-token").read_text().strip(), Type="SecureString",
-                          Tags=[{"Key": "Project", "Value": "chatmrpt"}, {"Key": "Environment", "Value": "local"}])
+        wait_for(lambda: not port_open(REDIS_PORT), "Redis (stopping)")
 
 
 # --- HAProxy, the stand-in for the ALB ------------------------------------------------------
@@ -321,9 +305,10 @@ def cmd_up() -> int:
     network_up()
     moto_up()
     pg_up()
-    register_database()
+    # RDS's master password and ElastiCache's AUTH token, where the estate reads them
+    store_secret_once("/chatmrpt/local/database/master-password", STATE / "pg" / "master-password")
     redis_up()
-    register_cache()
+    store_secret_once("/chatmrpt/local/cache/auth-token", STATE / "redis" / "auth-token")
     lb_up()
     facts = {
         "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER, "redis_port": REDIS_PORT,
