@@ -50,7 +50,7 @@ TARGET_GROUP = f"{PREFIX}-TG"
 # The golden AMIs aws_compute chooses from for this environment (group_vars/all/aws_compute.yml).
 GOLDEN_NAME = f"{PROJECT}-golden-{ENVIRONMENT}-*"
 # The SQLite files of the sample app under instance/ and the table each marker goes to.
-INSTANCE_DIR = "/home/ec2-user/chatmrpt_shared/instance"
+INSTANCE_DIR = "/srv/chatmrpt/chatmrpt_shared/instance"
 
 
 def say(message: str) -> None:

@@ -6,7 +6,9 @@
     lab.py down     remove everything the lab created, and nothing else
     lab.py env      print the shell exports that point AWS clients at the emulator
 
-HAProxy on 127.0.0.1:8080 stands in for the ALB and follows the target group.
+HAProxy on 127.0.0.1:8080 stands in for the ALB and follows the target group. The
+emulator, PostgreSQL and Redis listen on the loopback and on the lab bridge's gateway (the
+instances' host.containers.internal) only, never on every interface.
 The playbooks never learn that this is not AWS: they only see AWS_ENDPOINT_URL and
 dummy credentials, exported by `lab.py env`. The EC2 instances of the `local`
 environment are podman containers that playbooks/lab_instances.yml starts, one per
@@ -91,11 +93,9 @@ def moto_up() -> None:
     # Managed policies (CloudWatchAgentServerPolicy...) exist as in AWS; path-style S3 only, or
     # moto reads `host.containers.internal` as a bucket name.
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
-    # Bound to all interfaces so that the containers reach it as host.containers.internal
-    # (a service bound to 127.0.0.1 is invisible from a podman bridge network).
     with open(STATE / "moto.log", "ab") as logfile:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
+            [sys.executable, str(ROOT / "lab" / "emulator_server.py"), str(MOTO_PORT), *listen_addresses()],
             stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     pidfile.write_text(str(proc.pid))
@@ -132,7 +132,7 @@ def pg_up() -> None:
             f"--pwfile={password_file}", "--encoding=UTF8", "--locale=C.UTF-8",
         )
         with open(data / "postgresql.conf", "a") as conf:
-            conf.write(f"listen_addresses = '*'\nport = {PG_PORT}\nunix_socket_directories = '{data}'\n")
+            conf.write(f"port = {PG_PORT}\nunix_socket_directories = '{data}'\n")
         with open(data / "pg_hba.conf", "w") as hba:
             hba.write(
                 "# local estate: password logins from this host and the lab network only\n"
@@ -142,7 +142,8 @@ def pg_up() -> None:
             )
     if port_open(PG_PORT):
         return
-    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(STATE / "pg" / "server.log"), "-w", "start")
+    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(STATE / "pg" / "server.log"), "-w",
+                "-o", f"-c listen_addresses='{','.join(listen_addresses())}'", "start")
     log(f"PostgreSQL listening on port {PG_PORT}")
 
 
@@ -178,7 +179,7 @@ def redis_up() -> None:
         password_file.chmod(0o600)
     config = data / "redis.conf"
     config.write_text(
-        f"port {REDIS_PORT}\nbind 0.0.0.0\nprotected-mode no\nrequirepass {password_file.read_text().strip()}\n"
+        f"port {REDIS_PORT}\nbind {' '.join(listen_addresses())}\nrequirepass {password_file.read_text().strip()}\n"
         f"daemonize yes\npidfile {data / 'redis.pid'}\nlogfile {data / 'redis.log'}\ndir {data}\n"
         "save \"\"\nappendonly no\n")
     config.chmod(0o600)
@@ -238,9 +239,28 @@ def ssh_key_up() -> None:
 # --- podman network and base image ---------------------------------------------------------
 
 def network_up() -> None:
+    """The podman network, and its bridge with the gateway address now: podman makes the
+    bridge only when the first container joins, and the lab's services listen on it before."""
     if run("podman", "network", "exists", NETWORK, check=False).returncode != 0:
         run("podman", "network", "create", "--subnet", SUBNET, "--label", f"{LABEL}={NETWORK}", NETWORK)
         log(f"podman network {NETWORK} ({SUBNET}) created")
+    bridge, gateway = bridge_and_gateway()
+    if f" {gateway}/" not in run("ip", "-o", "-4", "addr", "show", "dev", bridge, check=False).stdout:
+        run("ip", "link", "add", bridge, "type", "bridge", check=False)  # (exists already: fine)
+        run("ip", "addr", "add", f"{gateway}/{SUBNET.split('/')[1]}", "dev", bridge)
+    run("ip", "link", "set", bridge, "up")
+
+
+def bridge_and_gateway() -> tuple[str, str]:
+    out = run("podman", "network", "inspect", NETWORK, "--format",
+              "{{.NetworkInterface}} {{range .Subnets}}{{.Gateway}}{{end}}").stdout.split()
+    return out[0], out[1]
+
+
+def listen_addresses() -> list[str]:
+    """Where the lab's services listen: the loopback (the controller) and the bridge's gateway
+    (the instances), and nowhere else."""
+    return ["127.0.0.1", bridge_and_gateway()[1]]
 
 
 def image_up() -> None:
@@ -315,6 +335,7 @@ def cmd_up() -> int:
         "redis_pidfile": str(STATE / "redis" / "redis.pid"),
         "pg_master_password_file": str(STATE / "pg" / "master-password"),
         "network": NETWORK, "subnet": SUBNET, "label": LABEL, "name": NETWORK,
+        "bridge": bridge_and_gateway()[0], "gateway": bridge_and_gateway()[1],
         "lb_port": LB_PORT, "lb_config": str(STATE / "haproxy.cfg"), "lb_pidfile": str(STATE / "haproxy.pid"),
         "ssh_public_key": str(STATE / "ssh" / "id_ed25519.pub"),
     }
@@ -352,7 +373,9 @@ def cmd_down() -> int:
     for image in lab_golden_images():  # other labs' images carry their own lab name
         run("podman", "rmi", image, check=False)
     if run("podman", "network", "exists", NETWORK, check=False).returncode == 0:
+        bridge = bridge_and_gateway()[0]
         run("podman", "network", "rm", "-f", NETWORK, check=False)
+        run("ip", "link", "del", bridge, check=False)  # (the lab made it; podman may have removed it)
     pid = pid_alive(STATE / "moto.pid")
     if pid:
         os.killpg(pid, signal.SIGTERM)

@@ -5,8 +5,10 @@ being an argument (shell history, `ps`) or echoed to the terminal.
     .venv/bin/python scripts/put_secret.py staging app/OPENAI_API_KEY
 
 prompts for the value (not echoed) and writes the SecureString `/chatmrpt/<env>/<name>`
-with the same KMS key as the aws_secrets role (alias/aws/ssm unless --kms-key-id says
-otherwise). Piped input is read instead of the prompt (`... < file`). An existing value is
+with the environment's own KMS key, `alias/chatmrpt-<env>-parameters` (the aws_iam role
+makes it; --kms-key-id names another). Before the first apply that key does not exist yet:
+the AWS managed key is used, and the first apply re-encrypts the value with the
+environment's key. Piped input is read instead of the prompt (`... < file`). An existing value is
 replaced only with --overwrite. The normal AWS credential chain applies (for `local`, run it
 through scripts/with_env.sh local so that it talks to the lab's emulator).
 """
@@ -31,13 +33,28 @@ def read_value(stream=sys.stdin) -> str:
     return value.strip()
 
 
+def environment_key(environment: str, region: str) -> str:
+    """The environment's own key (aws_iam_parameters_key_alias), or the AWS managed key until
+    the first apply has made it."""
+    alias = f"alias/chatmrpt-{environment}-parameters"
+    try:
+        boto3.client("kms", region_name=region).describe_key(KeyId=alias)
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "NotFoundException":
+            raise
+        print(f"note: {alias} does not exist yet: the AWS managed key is used, and the first apply "
+              "re-encrypts the value with the environment's key", file=sys.stderr)
+        return "alias/aws/ssm"
+    return alias
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("environment", choices=ENVIRONMENTS)
     ap.add_argument("name", help="name under /chatmrpt/<environment>/, e.g. app/OPENAI_API_KEY")
     ap.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
                     or "us-east-2")
-    ap.add_argument("--kms-key-id", default="alias/aws/ssm", help="KMS key of the SecureString (aws_secrets_kms_key_id)")
+    ap.add_argument("--kms-key-id", help="KMS key of the SecureString (default: the environment's own key)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing value")
     args = ap.parse_args(argv)
     if not NAME.match(args.name):
@@ -48,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parameter = f"/chatmrpt/{args.environment}/{args.name}"
     try:
+        args.kms_key_id = args.kms_key_id or environment_key(args.environment, args.region)
         boto3.client("ssm", region_name=args.region).put_parameter(
             Name=parameter, Value=value, Type="SecureString", KeyId=args.kms_key_id, Overwrite=args.overwrite)
     except ClientError as e:

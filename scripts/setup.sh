@@ -14,9 +14,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 #    HAProxy (the local load balancer), pgloader (migration benchmark baseline), the CNI
 #    dnsname plugin (containers on one podman network find each other by name; without it,
 #    as on a machine where apt picked CNI without recommends, they cannot) and the SSH client
-#    that reaches the lab's instances, and Redis (the lab's stand-in for ElastiCache).
+#    that reaches the lab's instances, Redis (the lab's stand-in for ElastiCache) and iproute2
+#    (the lab makes its bridge before its services listen on it).
 packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs golang-github-containernetworking-plugin-dnsname
-          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client redis-server)
+          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client redis-server iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -49,6 +50,17 @@ if [ "$(cat .venv/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
   .venv/bin/python scripts/install_collections.py .cache/collections-bundle/ansible-*.whl \
     "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
   echo "$lock_hash" > .venv/.lock-hash
+fi
+
+# 2a. Checkov, the lint gate's security scanner, in a virtualenv of its own from its own hashed
+#     lock (requirements/checkov.in says why it cannot share .venv).
+checkov_hash="$(sha256sum requirements/checkov.txt | cut -d' ' -f1)"
+if [ "$(cat .venv-checkov/.lock-hash 2>/dev/null)" != "$checkov_hash" ]; then
+  say "creating .venv-checkov from requirements/checkov.txt"
+  "$python" -m venv --clear .venv-checkov
+  .venv-checkov/bin/pip install -q --upgrade pip
+  .venv-checkov/bin/pip install -q --require-hashes -r requirements/checkov.txt
+  echo "$checkov_hash" > .venv-checkov/.lock-hash
 fi
 
 # 2b. Into .venv's site-packages, replaced whenever a file changes (each file says why):

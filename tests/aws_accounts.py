@@ -3,7 +3,8 @@
 
 Each environment goes, in this order, every run kept for the tests:
   check-empty  --check --diff on an empty account (must report, must create nothing)
-  no-key       --tags secrets before the operator stored the OpenAI key (must refuse)
+  no-key       --tags iam,secrets (the secrets need the environment's key, which aws_iam
+               makes) before the operator stored the OpenAI key (must refuse)
   apply        the operator's key stored first, as an operator does
   reapply      zero changed (but the named emulator exception below)
   check        the drift check (scripts/drift_check.py, --show-output): infrastructure.yml
@@ -154,7 +155,7 @@ def _build(accounts: Accounts, env: str) -> None:
     runs = accounts.runs[env] = {}
     runs["check-empty"] = run_ok(accounts.playbook(env, "--check", "--diff"))
     accounts.created_by_check[env] = _what_check_created(aws_env, env)
-    runs["no-key"] = accounts.playbook(env, "--tags", "secrets")
+    runs["no-key"] = accounts.playbook(env, "--tags", "iam,secrets")
     accounts.params_after_refusal[env] = sorted(ssm_names(aws_env, f"/chatmrpt/{env}"))
     # The operator's step: store the OpenAI key once.
     ssm.put_parameter(Name=f"/chatmrpt/{env}/app/OPENAI_API_KEY", Value=f"sk-test-{env}-operator",

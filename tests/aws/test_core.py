@@ -146,8 +146,9 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
     assert ssm_statements[0] == {"Sid": "ReadOwnParameters", "Effect": "Allow",
                                  "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
                                  "Resource": [ssm_arn, f"{ssm_arn}/*"]}
+    key_arn = client(aws_env, "kms").describe_key(KeyId=KEY_ALIAS.format(env=env))["KeyMetadata"]["Arn"]
     assert ssm_statements[1] == {"Sid": "DecryptThroughSsmOnly", "Effect": "Allow", "Action": "kms:Decrypt",
-                                 "Resource": f"arn:aws:kms:{REGION}:123456789012:key/*",
+                                 "Resource": key_arn,
                                  "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{REGION}.amazonaws.com"}}}
     assert ssm_statements[2] == {"Sid": "DenyEveryOtherParameter", "Effect": "Deny",
                                  "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath",
@@ -245,6 +246,89 @@ def test_no_instance_role_reads_another_environments_parameters(accounts, aws_en
         assert not allowed(action, log_group.format(other)), f"{env}: {action} on {other}'s log group"
         assert not allowed(action, log_group.format("other-project")), f"{env}: {action} on any log group"
         assert allowed(action, log_group.format(env) + ":log-stream:i-0123")
+
+
+KEY_ALIAS = "alias/chatmrpt-{env}-parameters"
+ACCOUNT = "arn:aws:iam::123456789012"
+
+
+def _condition_holds(condition, context):
+    """The condition operators the key policies use, evaluated against the request context; any
+    other operator fails the test (so an unknown condition never passes silently)."""
+    for operator, tests in (condition or {}).items():
+        for key, wanted in tests.items():
+            value = context.get(key)
+            if operator == "StringEquals":
+                ok = value in _listed(wanted)
+            elif operator == "ArnLike":
+                ok = value is not None and any(fnmatch.fnmatchcase(value, p) for p in _listed(wanted))
+            else:
+                raise AssertionError(f"condition operator {operator} not evaluated by this test")
+            if not ok:
+                return False
+    return True
+
+
+def _key_policy_lets(policy, principal, action, via_service=None):
+    """Whether a key policy lets an IAM principal (its aws:PrincipalArn) do an action on the key.
+    A statement whose principal is the account lets any principal of the account whose own IAM
+    policy allows it, so it counts here (stricter than AWS); "*" lets everyone."""
+    context = {"aws:PrincipalArn": principal, "kms:ViaService": via_service}
+
+    def names(statement):
+        named = _listed(statement["Principal"]["AWS"]) if statement["Principal"] != "*" else ["*"]
+        return any(p in ("*", principal) or (p.endswith(":root") and principal.startswith(p[:-4])) for p in named)
+
+    def applies(statement):
+        return (any(fnmatch.fnmatchcase(action, a) for a in _listed(statement["Action"])) and names(statement)
+                and _condition_holds(statement.get("Condition"), context))
+
+    statements = _statements(policy)
+    return (any(applies(s) for s in statements if s["Effect"] == "Allow")
+            and not any(applies(s) for s in statements if s["Effect"] == "Deny"))
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_encrypts_its_secrets_with_a_key_only_its_instances_and_operators_decrypt(
+        accounts, aws_env, env):
+    """The AWS managed aws/ssm key lets every principal of the account decrypt through SSM, so
+    staging's hosts could read production's secrets whatever IAM says. Each environment has its
+    own key: only its instance role and the operators decrypt, through SSM only."""
+    kms, ssm, iam = client(aws_env, "kms"), client(aws_env, "ssm"), client(aws_env, "iam")
+    other = next(e for e in ENVIRONMENTS if e != env)
+    key = kms.describe_key(KeyId=KEY_ALIAS.format(env=env))["KeyMetadata"]
+    assert key["KeyManager"] == "CUSTOMER" and key["KeyState"] == "Enabled" and key["KeyUsage"] == "ENCRYPT_DECRYPT"
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    assert tags_of(kms.list_resource_tags(KeyId=key["KeyId"])["Tags"], key="TagKey", value="TagValue") == \
+        expected_tags(env, "iam")
+    # every SecureString of the environment, the operator's one stored with aws/ssm before the
+    # key existed included (tests/aws_accounts.py), is now encrypted with it
+    parameters = [p for page in ssm.get_paginator("describe_parameters").paginate(ParameterFilters=[
+        {"Key": "Path", "Option": "Recursive", "Values": [f"/chatmrpt/{env}"]}]) for p in page["Parameters"]]
+    secure = {p["Name"]: p["KeyId"] for p in parameters if p["Type"] == "SecureString"}
+    assert f"/chatmrpt/{env}/app/OPENAI_API_KEY" in secure and len(secure) >= 6, secure
+    assert set(secure.values()) <= {KEY_ALIAS.format(env=env), key["KeyId"], key["Arn"]}, secure
+    assert ssm.get_parameter(Name=f"/chatmrpt/{env}/app/OPENAI_API_KEY", WithDecryption=True)[
+        "Parameter"]["Value"] == f"sk-test-{env}-operator"
+
+    policy = kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"]
+    assert all(s.get("Principal") != "*" and "*" not in _listed(s["Principal"].get("AWS", []))
+               for s in _statements(policy)), "a statement names every principal"
+    via_ssm = f"ssm.{REGION}.amazonaws.com"
+    own_role, other_role = (f"{ACCOUNT}:role/{PREFIX[e]}-EC2-Role" for e in (env, other))
+    assert _key_policy_lets(policy, own_role, "kms:Decrypt", via_ssm)
+    assert not _key_policy_lets(policy, own_role, "kms:Decrypt"), "decryption outside SSM"
+    assert not _key_policy_lets(policy, other_role, "kms:Decrypt", via_ssm), f"{other}'s hosts decrypt {env}'s secrets"
+    for operator in (f"{ACCOUNT}:user/alice", f"{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_1"):
+        assert _key_policy_lets(policy, operator, "kms:Decrypt", via_ssm), operator
+    assert not _key_policy_lets(policy, f"{ACCOUNT}:role/some-lambda-role", "kms:Decrypt", via_ssm)
+    assert not _key_policy_lets(policy, "arn:aws:iam::999999999999:user/alice", "kms:Decrypt", via_ssm)
+    assert _key_policy_lets(policy, f"{ACCOUNT}:role/{PREFIX[other]}-EC2-Role", "kms:Encrypt", via_ssm)
+    assert _key_policy_lets(policy, f"{ACCOUNT}:user/alice", "kms:PutKeyPolicy"), "the account lost the key"
+    # and the other environment's instance role may not even ask (its IAM policy names its own key)
+    other_key = kms.describe_key(KeyId=KEY_ALIAS.format(env=other))["KeyMetadata"]["Arn"]
+    statements = _role_statements(iam, f"{PREFIX[env]}-EC2-Role")
+    assert _allowed(statements, "kms:Decrypt", key["Arn"]) and not _allowed(statements, "kms:Decrypt", other_key)
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -550,8 +634,8 @@ def test_local_keeps_the_labs_master_password_and_records_the_external_database(
     lab_password = "LabPassword0123456789abcdefXYZ"  # pragma: allowlist secret
     ssm.put_parameter(Name="/chatmrpt/local/database/master-password", Value=lab_password, Type="SecureString")
     try:
-        first = run_ok(run_playbook("infrastructure.yml", "local", "--tags", "secrets,database", env=aws_env))
-        again = run_ok(run_playbook("infrastructure.yml", "local", "--tags", "secrets,database", env=aws_env))
+        first = run_ok(run_playbook("infrastructure.yml", "local", "--tags", "iam,secrets,database", env=aws_env))
+        again = run_ok(run_playbook("infrastructure.yml", "local", "--tags", "iam,secrets,database", env=aws_env))
         assert again.changed == 0, again.changed_tasks()
         value = ssm.get_parameter(Name="/chatmrpt/local/database/master-password", WithDecryption=True)
         assert value["Parameter"]["Value"] == lab_password

@@ -106,8 +106,10 @@ def left_of(aws_env, env):
     ec2, elb, autoscaling = client(aws_env, "ec2"), client(aws_env, "elbv2"), client(aws_env, "autoscaling")
     iam, s3, rds = client(aws_env, "iam"), client(aws_env, "s3"), client(aws_env, "rds")
     sns, logs, acm = client(aws_env, "sns"), client(aws_env, "logs"), client(aws_env, "acm")
-    elasticache = client(aws_env, "elasticache")
+    elasticache, kms = client(aws_env, "elasticache"), client(aws_env, "kms")
     prefix, lower = PREFIX[env], LOWER[env]
+    # the parameters key, unless its deletion is scheduled (KMS deletes a key 7-30 days later)
+    key_ids = [a["TargetKeyId"] for a in kms.list_aliases()["Aliases"] if a["AliasName"] == f"alias/{lower}-parameters"]
     left = {
         "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=[
             {"Name": "tag:Environment", "Values": [env]},
@@ -144,6 +146,7 @@ def left_of(aws_env, env):
         "log groups": [g["logGroupName"] for g in logs.describe_log_groups(
             logGroupNamePrefix=f"/aws/ec2/chatmrpt/{env}")["logGroups"]],
         "distributions": [d["Id"] for comment, d in distributions(aws_env).items() if comment == f"{prefix}-CDN"],
+        "keys": [k for k in key_ids if kms.describe_key(KeyId=k)["KeyMetadata"]["KeyState"] != "PendingDeletion"],
         # the certificates the load balancer role requested (an imported one is the operator's)
         "certificates": [c["CertificateArn"] for c in acm.list_certificates()["CertificateSummaryList"]
                          if {"Key": "Name", "Value": f"{prefix}-cert"}

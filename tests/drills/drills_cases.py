@@ -97,6 +97,9 @@ CASES = [
     BadInput("iam-agent-log-group-not-a-path", "infrastructure.yml", {"aws_iam_log_group_name": "chatmrpt-logs"},
              ("aws_iam_log_group_name", "chatmrpt-logs")),
     # -- KMS ---------------------------------------------------------------------------------
+    BadInput("parameters-key-shared-with-every-role", "infrastructure.yml",
+             {"aws_iam_parameters_key_operators": ["arn:aws:iam::*:role/*"]},
+             ("aws_iam_parameters_key_operators", "arn:aws:iam::*:role/*", "instance role")),
     BadInput("secrets-kms-key-of-another-service", "infrastructure.yml", {"aws_secrets_kms_key_id": "alias/aws/s3"},
              ("aws_secrets_kms_key_id", "'alias/aws/s3'", "another service's AWS managed key")),
     BadInput("root-volume-kms-key-malformed", "infrastructure.yml", {"aws_compute_root_volume_kms_key_id": "my-key"},
@@ -143,6 +146,7 @@ CASES = [
     BadInput("journald-size-unparseable", "hosts.yml", {"base_journald_system_max_use": "lots"},
              ("base_journald_system_max_use", "lots")),
     BadInput("app-user-name-invalid", "hosts.yml", {"base_app_user": "Chat User"}, ("base_app_user", "Chat User")),
+    BadInput("app-runs-as-root", "hosts.yml", {"app_user": "root"}, ("app_user", "must not be root", "'root'")),
     BadInput("database-check-without-a-password", "hosts.yml",
              {"postgres_client_check_connection": True, "postgres_client_host": "db.internal",
               "postgres_client_password": "", "postgres_client_password_ssm_parameter": ""},
@@ -202,6 +206,8 @@ CHECKS = {
     "backup-endpoint-not-a-url": "backup: the AWS endpoint and the emulator credentials",
     "journald-size-unparseable": "base: the journald limits",
     "app-user-name-invalid": "base: the application user",
+    "app-runs-as-root": "app: the application user",
+    "parameters-key-shared-with-every-role": "aws_iam: the parameters key is the environment's own and only operators share it",
     "database-check-without-a-password": "postgres_client: a password source is given",  # pragma: allowlist secret
     "unknown-os-family": "base : Check the OS is supported",
 }

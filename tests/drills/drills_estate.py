@@ -13,7 +13,7 @@ from helpers import ROOT, VENV_BIN, PlaybookRun, operator_settings
 # What configuration management writes on an instance: a change here is a change made by a
 # run. Runtime data (instance/ databases, logs, the journal) changes on its own and is
 # compared by the fault drills instead.
-CONFIG_TREES = "/etc /usr/local /opt /home/ec2-user /var/spool/cron"
+CONFIG_TREES = "/etc /usr/local /opt /srv/chatmrpt /var/spool/cron"
 RUNTIME_EXCLUDES = ("*/instance/*", "*/logs/*", "*.log", "*.log.*", "*/__pycache__/*", "*/.cache/*",
                     "/etc/ld.so.cache", "*/chatmrpt_shared/instance")
 

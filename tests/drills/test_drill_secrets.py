@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 PLANTED = ("app/SECRET_KEY", "app/ADMIN_KEY", "app/OPENAI_API_KEY")
 DB_PASSWORD = "database/master-password"  # pragma: allowlist secret
 # The only files on a host that may hold a secret value, with their accepted modes.
-ALLOWED_HOST_FILES = {"/home/ec2-user/chatmrpt_shared/.env": ("600",)}
+ALLOWED_HOST_FILES = {"/srv/chatmrpt/chatmrpt_shared/.env": ("600",)}
 HOST_EXCLUDED_TREES = ("/proc", "/sys", "/dev")
 
 
@@ -165,5 +165,5 @@ def test_no_planted_secret_on_the_hosts_but_in_their_0600_env_file(planted, dril
     for host, (hits, modes) in planted["host_hits"].items():
         assert modes == {path: ALLOWED_HOST_FILES[path][0] for path in ALLOWED_HOST_FILES}, (host, modes)
         # The app does hold its secrets: the drill searched the right way.
-        assert f"file /home/ec2-user/chatmrpt_shared/.env" in hits, (host, hits)
+        assert f"file /srv/chatmrpt/chatmrpt_shared/.env" in hits, (host, hits)
     assert not any(leaks.values()), leaks

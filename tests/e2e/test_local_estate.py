@@ -93,6 +93,25 @@ def test_the_app_reaches_redis_and_health_turns_degraded_while_redis_is_down(loc
         [health(u) for u in urls]
 
 
+def test_the_lab_services_listen_on_the_loopback_and_the_lab_bridge_only(local_estate):
+    """The emulator (which holds the lab's secrets and asks for no credentials), PostgreSQL and
+    Redis: reachable from this host and from the instances (host.containers.internal is the
+    bridge's gateway), from no other interface; HAProxy on the loopback only."""
+    lab, env = local_estate.lab, local_estate.env
+    hosts = sh("podman", "exec", sh("podman", "ps", "--filter", f"label=io.chatmrpt.lab={lab['name']}",
+                                    "--format", "{{.Names}}").stdout.split()[0], "getent", "hosts",
+               "host.containers.internal").stdout.split()
+    assert hosts[0] == lab["gateway"], hosts
+
+    def listening(port):
+        out = sh("ss", "-Hltn", f"sport = :{port}").stdout.split("\n")
+        return sorted(line.split()[3].rsplit(":", 1)[0] for line in out if line.strip())
+
+    for port in ("CHATMRPT_LAB_MOTO_PORT", "CHATMRPT_LAB_PG_PORT", "CHATMRPT_LAB_REDIS_PORT"):
+        assert listening(env[port]) == sorted(["127.0.0.1", lab["gateway"]]), (port, listening(env[port]))
+    assert listening(env["CHATMRPT_LAB_LB_PORT"]) == ["127.0.0.1"]
+
+
 @pytest.mark.estate_teardown
 def test_lab_down_leaves_nothing(local_estate):
     lab, env = local_estate.lab, local_estate.env
@@ -100,6 +119,7 @@ def test_lab_down_leaves_nothing(local_estate):
     containers = sh("podman", "ps", "-a", "--filter", f"label=io.chatmrpt.lab={lab['name']}", "--format", "{{.Names}}").stdout
     assert containers.strip() == ""
     assert sh("podman", "network", "exists", lab["network"]).returncode != 0
+    assert sh("ip", "link", "show", lab["bridge"]).returncode != 0, "the lab's bridge is left
     for port in ("CHATMRPT_LAB_MOTO_PORT", "CHATMRPT_LAB_PG_PORT", "CHATMRPT_LAB_REDIS_PORT", "CHATMRPT_LAB_LB_PORT"):
         assert not port_open(int(env[port])), f"{port} still answers"
     assert not Path(env["CHATMRPT_LAB_STATE_DIR"]).exists()

@@ -88,7 +88,7 @@ class Lab:
         state = {"parameter": self.parameter_exists(), "databases": self.pg("postgres", "SELECT datname FROM pg_database")}
         for name, (instance, _) in self.hosts.items():
             state[name] = {
-                "env": hashlib.sha256(self.exec(name, "cat", "/home/ec2-user/chatmrpt_shared/.env").encode()).hexdigest(),
+                "env": hashlib.sha256(self.exec(name, "cat", "/srv/chatmrpt/chatmrpt_shared/.env").encode()).hexdigest(),
                 "pid": self.exec(name, "systemctl", "show", "-p", "MainPID", "chatmrpt").strip(),
                 "tool": self.exec(name, "sh", "-c", "ls -la /opt/chatmrpt-migrate 2>&1 || true"),
                 "reports": self.exec(name, "sh", "-c", f"ls {REPORT_DIR} 2>&1 || true"),

@@ -25,7 +25,7 @@ BUCKET = "chatmrpt-local-backups"
 PREFIX = "local/"
 TARGET_NAME = "ChatMRPT-Local-App-2"
 OTHER_NAME = "ChatMRPT-Local-App-1"
-SHARED = "/home/ec2-user/chatmrpt_shared"
+SHARED = "/srv/chatmrpt/chatmrpt_shared"
 UNKNOWN_BACKUP = "20000101T000000Z"
 
 

@@ -27,8 +27,8 @@ from traffic import Traffic
 
 pytestmark = pytest.mark.slow
 
-APP = "/home/ec2-user/ChatMRPT"
-RELEASES = "/home/ec2-user/chatmrpt_releases"
+APP = "/srv/chatmrpt/ChatMRPT"
+RELEASES = "/srv/chatmrpt/chatmrpt_releases"
 DEPLOY = "playbooks/deploy.yml"
 # Fast health gate for the broken release: it never becomes healthy, waiting 60 s proves nothing.
 FAST_GATE = ["-e", "app_health_retries=3", "-e", "app_health_delay=1"]

@@ -206,12 +206,12 @@ def test_local_build_makes_an_image_of_the_new_ami(local_build):
 
 
 CHECKS = {
-    "the app's release and virtualenv": "test -f /home/ec2-user/ChatMRPT/run.py && test -x /home/ec2-user/chatmrpt_env/bin/gunicorn",
+    "the app's release and virtualenv": "test -f /srv/chatmrpt/ChatMRPT/run.py && test -x /srv/chatmrpt/chatmrpt_env/bin/gunicorn",
     "the app's unit, enabled": "test -f /etc/systemd/system/chatmrpt.service && "
                                "test -e /etc/systemd/system/multi-user.target.wants/chatmrpt.service",
     "the backup scripts": "test -x /usr/local/sbin/chatmrpt-backup && test -x /usr/local/sbin/chatmrpt-restore",
-    "no .env (secrets)": "test ! -e /home/ec2-user/chatmrpt_shared/.env",
-    "no app data (instance/)": "test ! -e /home/ec2-user/chatmrpt_shared/instance",
+    "no .env (secrets)": "test ! -e /srv/chatmrpt/chatmrpt_shared/.env",
+    "no app data (instance/)": "test ! -e /srv/chatmrpt/chatmrpt_shared/instance",
     "no backup config or credentials": "test ! -e /etc/chatmrpt-backup.ini && test ! -e /etc/chatmrpt-backup.credentials",
     "no SSH host keys": "! ls /etc/ssh/ssh_host_* 2>/dev/null | grep -q .",
     "an empty machine-id": "test ! -s /etc/machine-id",

@@ -294,6 +294,17 @@ def create_prepost():
     return jsonify(id=participant), 201
 
 
+@app.post("/api/visualizations")
+def create_visualization():
+    # As ChatMRPT's ITN pipeline does: a map file under the release's app/static/visualizations,
+    # relative to the working directory, created on first use.
+    os.makedirs("app/static/visualizations", exist_ok=True)
+    name = f"itn_map_{uuid.uuid4().hex}.html"
+    with open(os.path.join("app/static/visualizations", name), "w", encoding="utf-8") as handle:
+        handle.write("<html>map</html>")
+    return jsonify(file=f"app/static/visualizations/{name}"), 201
+
+
 @app.get("/api/stats")
 def stats():
     counts = {}

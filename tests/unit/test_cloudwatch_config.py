@@ -77,7 +77,7 @@ def test_metrics(env, configs):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_logs(env, configs):
     collect = configs[env]["logs"]["logs_collected"]["files"]["collect_list"]
-    logs = "/home/ec2-user/chatmrpt_shared/instance/logs"  # the app role's persistent instance/ (group_vars)
+    logs = "/srv/chatmrpt/chatmrpt_shared/instance/logs"  # the app role's persistent instance/ (group_vars)
     assert {entry["file_path"]: entry["log_stream_name"] for entry in collect} == {
         f"{logs}/gunicorn-error.log": "{instance_id}/gunicorn-error",
         f"{logs}/gunicorn-access.log": "{instance_id}/gunicorn-access",

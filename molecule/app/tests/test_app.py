@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers import PlaybookRun, base_env, molecule_inventory  # noqa: E402
 
 NAME = "chatmrpt-mol-app"
-USER = "ec2-user"
-APP = "/home/ec2-user/ChatMRPT"
-VENV = "/home/ec2-user/chatmrpt_env"
-RELEASES = "/home/ec2-user/chatmrpt_releases"
-SHARED = "/home/ec2-user/chatmrpt_shared"
+USER = "chatmrpt"
+APP = "/srv/chatmrpt/ChatMRPT"
+VENV = "/srv/chatmrpt/chatmrpt_env"
+RELEASES = "/srv/chatmrpt/chatmrpt_releases"
+SHARED = "/srv/chatmrpt/chatmrpt_shared"
 WORK = "/srv/sample-work"
 WORKERS = 3
 ENV = base_env(
@@ -106,7 +106,7 @@ def test_service_enabled_and_running(host):
     assert service.is_running
 
 
-def test_gunicorn_listens_on_8000_as_ec2_user(host):
+def test_gunicorn_listens_on_8000_as_the_app_user(host):
     assert host.socket("tcp://0.0.0.0:8000").is_listening
     pid = main_pid(host)
     assert host.check_output(f"stat -c %U /proc/{pid}") == USER
@@ -123,17 +123,43 @@ def test_unit_reads_the_environment_file_and_restarts(host):
     assert unit_property(host, "RestartUSec") == "10s"
 
 
-def test_gunicorn_cannot_gain_privileges(host):
-    """On Amazon Linux the app user (ec2-user) has passwordless sudo: gunicorn and what it
-    starts must not be able to use it, nor write the system."""
+def test_the_app_user_cannot_sudo_or_log_in(host):
+    """The image's login user (admin here, ec2-user on Amazon Linux) has passwordless sudo;
+    the app's own user has none, no login shell and no group that sudoers could name."""
+    user = host.user(USER)
+    assert user.shell == "/usr/sbin/nologin" and user.groups == [USER], (user.shell, user.groups)
+    assert int(user.uid) < 1000, "not a system account"
+    listed = host.run(f"sudo -l -U {USER}")
+    assert listed.rc == 0 and "is not allowed to run sudo" in listed.stdout, listed.stdout
+    attempt = host.run(f"runuser -u {USER} -- sudo -n true")
+    assert attempt.rc != 0 and "password is required" in attempt.stderr, attempt.stdout + attempt.stderr
+    # the control: the login user's sudo works, so the refusal above is the user's, not sudo's
+    login = host.check_output("echo $SUDO_USER") or "admin"
+    assert host.run(f"runuser -u {login} -- sudo -n true").rc == 0
+
+
+def test_gunicorn_cannot_gain_privileges_nor_write_outside_its_data(host):
+    """gunicorn and what it starts gain no privileges, and the whole file system is
+    read-only to them (the release and its virtualenv included) except the shared data."""
     pid = main_pid(host)
     status = host.file(f"/proc/{pid}/status").content_string
     assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status
-    # gunicorn's own mounts: /etc and /usr read-only, a /tmp of its own
-    mounts = {fields[4]: fields[5] for fields in map(str.split, host.file(f"/proc/{pid}/mountinfo")
-                                                      .content_string.splitlines())}
-    assert mounts["/etc"].startswith("ro,") and mounts["/usr"].startswith("ro,"), mounts
     assert host.run("ls -d /tmp/systemd-private-*-chatmrpt.service-*").rc == 0, "no private /tmp"
+    # gunicorn's own mounts (its namespace, /proc/<pid>/mountinfo): the mount that holds a
+    # path is the longest mount point above it; only the shared data's is writable.
+    mounts = {fields[4]: fields[5].split(",")[0] for fields in map(
+        str.split, host.file(f"/proc/{pid}/mountinfo").content_string.splitlines())}
+
+    def mode(path):
+        return mounts[max((m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")), key=len)]
+
+    release = host.file(APP).linked_to
+    assert {path: mode(path) for path in ("/etc", "/usr", "/srv/chatmrpt", release, f"{VENV}/bin/gunicorn",
+                                          f"{SHARED}", f"{SHARED}/instance/interactions.db")} == {
+        "/etc": "ro", "/usr": "ro", "/srv/chatmrpt": "ro", release: "ro", f"{VENV}/bin/gunicorn": "ro",
+        SHARED: "rw", f"{SHARED}/instance/interactions.db": "rw"}
+    # /home and /root: hidden (an empty, read-only mount over each)
+    assert mode("/home") == "ro" and mounts.get("/home") and mounts.get("/root"), mounts
     # what no_new_privs does to passwordless sudo, shown on the login user that has it (the
     # control: without the flag its sudo works)
     login = host.check_output("echo $SUDO_USER") or "admin"
@@ -165,6 +191,17 @@ def test_instance_is_persistent_and_holds_the_logs(host):
     time.sleep(0.5)
     assert "GET /ping" in host.file(f"{SHARED}/instance/logs/gunicorn-access.log").content_string
     assert "Booting worker" in host.file(f"{SHARED}/instance/logs/gunicorn-error.log").content_string
+
+
+def test_the_app_writes_its_maps_through_the_read_only_release(host):
+    """ChatMRPT's ITN pipeline writes under the release's app/static/visualizations: a link
+    into the shared data, so the write succeeds while the release stays read-only."""
+    status, body = http(host, "/api/visualizations", "POST")
+    assert status == 201, body
+    link = host.file(f"{APP}/app/static/visualizations")
+    assert link.is_symlink and link.linked_to == f"{SHARED}/app/static/visualizations"
+    written = host.file(f"{SHARED}/{body['file']}")
+    assert written.exists and written.user == USER
 
 
 def test_health_and_ping(host):

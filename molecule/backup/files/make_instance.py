@@ -1,6 +1,6 @@
 """Fake ChatMRPT instance/ tree on the molecule source host, laid out like the app role's.
 
-/home/ec2-user/ChatMRPT -> chatmrpt_releases/r1, whose instance and .env are links into
+/srv/chatmrpt/ChatMRPT -> chatmrpt_releases/r1, whose instance and .env are links into
 chatmrpt_shared/. Six SQLite databases (one without a .db name, one with rows only in its
 WAL file, as a running app leaves it), upload files, a .db file that is not SQLite, and a
 .env with secret values the backup must never upload.
@@ -11,7 +11,7 @@ import random
 import sqlite3
 import subprocess
 
-HOME = "/home/ec2-user"
+HOME = "/srv/chatmrpt"
 SHARED = f"{HOME}/chatmrpt_shared"
 INSTANCE = f"{SHARED}/instance"
 RELEASE = f"{HOME}/chatmrpt_releases/r1"
@@ -82,10 +82,10 @@ for name in ("instance", ".env"):
         os.symlink(f"{SHARED}/{name}", f"{RELEASE}/{name}")
 if not os.path.islink(f"{HOME}/ChatMRPT"):
     os.symlink(RELEASE, f"{HOME}/ChatMRPT")
-subprocess.run(["chown", "-R", "ec2-user:ec2-user", SHARED, f"{HOME}/chatmrpt_releases"], check=True)
-subprocess.run(["chown", "-h", "ec2-user:ec2-user", f"{HOME}/ChatMRPT"], check=True)
+subprocess.run(["chown", "-R", "chatmrpt:chatmrpt", SHARED, f"{HOME}/chatmrpt_releases"], check=True)
+subprocess.run(["chown", "-h", "chatmrpt:chatmrpt", f"{HOME}/ChatMRPT"], check=True)
 
-# interactions.db last, as ec2-user: WAL mode, 50 checkpointed messages and 25 that live only
+# interactions.db last, as chatmrpt: WAL mode, 50 checkpointed messages and 25 that live only
 # in the -wal file (the process dies without the checkpoint a clean close would do).
 WRITER = f"""
 import os, sqlite3
@@ -102,4 +102,4 @@ conn.executemany("INSERT INTO messages VALUES (?, 's2', 'assistant', ?, '2025-07
 conn.commit()
 os._exit(0)
 """
-subprocess.run(["runuser", "-u", "ec2-user", "--", "python3", "-c", WRITER], check=True)
+subprocess.run(["runuser", "-u", "chatmrpt", "--", "python3", "-c", WRITER], check=True)

@@ -35,9 +35,9 @@ TARGET = "chatmrpt-mol-restore"
 PREFIX = f"local/{SOURCE}/"
 NAMESPACE = "ChatMRPT/Local"
 LOCAL_DIR = "/var/backups/chatmrpt"
-INSTANCE = "/home/ec2-user/chatmrpt_shared/instance"  # the source's instance/ behind its links
-RESTORED_INSTANCE = "/home/ec2-user/ChatMRPT/instance"
-BACKUP = "runuser -u ec2-user -- /usr/local/sbin/chatmrpt-backup --verbose"
+INSTANCE = "/srv/chatmrpt/chatmrpt_shared/instance"  # the source's instance/ behind its links
+RESTORED_INSTANCE = "/srv/chatmrpt/ChatMRPT/instance"
+BACKUP = "runuser -u chatmrpt -- /usr/local/sbin/chatmrpt-backup --verbose"
 EXPECTED_DATABASES = {
     "interactions.db", "users.db", "survey.db", "prepost_test.db",
     "uploads/sess-a/tpr_precomputed.db", "memory/conversation_cache.sqlite",
@@ -135,13 +135,13 @@ def failed_run(host, good_run, cloudwatch):
     """A run with S3 unreachable (closed port), CloudWatch still the emulator."""
     host.check_output("cp /etc/chatmrpt-backup.ini /tmp/s3-down.ini && "
                       "echo 's3_endpoint_url = http://127.0.0.1:9' >> /tmp/s3-down.ini && "
-                      "chgrp ec2-user /tmp/s3-down.ini && chmod 0640 /tmp/s3-down.ini")
+                      "chgrp chatmrpt /tmp/s3-down.ini && chmod 0640 /tmp/s3-down.ini")
     # Backups are named by the second, and moto reads the metric query's start to the second:
     # this run starts a second after the good one, so neither its directory nor its datapoint
     # is counted as this run's.
     time.sleep(1.1)
     before, start = _local_backups(host), _now()
-    result = host.run(f"runuser -u ec2-user -- env CHATMRPT_BACKUP_CONFIG=/tmp/s3-down.ini "
+    result = host.run(f"runuser -u chatmrpt -- env CHATMRPT_BACKUP_CONFIG=/tmp/s3-down.ini "
                       f"/usr/local/sbin/chatmrpt-backup --verbose")
     new = sorted(set(_local_backups(host)) - set(before))
     assert len(new) == 1, f"expected one new local backup, got {new}\n{result.stderr}"
@@ -157,7 +157,7 @@ def test_cron_entry_runs_the_backup_daily_at_0200_utc_as_the_app_user(host):
     assert lines == [
         'CRON_TZ="UTC"',
         "#Ansible: chatmrpt backup to S3",
-        "0 2 * * * ec2-user /usr/local/sbin/chatmrpt-backup",
+        "0 2 * * * chatmrpt /usr/local/sbin/chatmrpt-backup",
     ]
     assert host.service("cron").is_running and host.service("cron").is_enabled
 
@@ -167,11 +167,11 @@ def test_scripts_and_configuration_are_root_owned(host):
         script = host.file(path)
         assert (script.user, script.group, script.mode) == ("root", "root", 0o755)
     config = host.file("/etc/chatmrpt-backup.ini")
-    assert (config.user, config.group, config.mode) == ("root", "ec2-user", 0o640)
+    assert (config.user, config.group, config.mode) == ("root", "chatmrpt", 0o640)
     assert f"bucket = {BUCKET}" in config.content_string
-    assert host.run("runuser -u ec2-user -- test -w /etc/chatmrpt-backup.ini").rc != 0
+    assert host.run("runuser -u chatmrpt -- test -w /etc/chatmrpt-backup.ini").rc != 0
     local = host.file(LOCAL_DIR)
-    assert (local.user, local.mode) == ("ec2-user", 0o750)
+    assert (local.user, local.mode) == ("chatmrpt", 0o750)
 
 
 # --- a good night -------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def test_no_secret_value_is_uploaded(good_run):
             texts.append(gzip.decompress(body))
     for secret in SECRETS:
         assert not any(secret.encode() in text for text in texts), f"{secret} leaked"
-    env = good_run["objects"]["config/home/ec2-user/ChatMRPT/.env"].decode()
+    env = good_run["objects"]["config/srv/chatmrpt/ChatMRPT/.env"].decode()
     assert "FLASK_ENV=production" in env and "REDIS_HOST=redis.internal" in env
     for key in ("SECRET_KEY", "OPENAI_API_KEY", "ADMIN_KEY", "REDIS_PASSWORD", "DATABASE_URL"):
         assert f"{key}=<redacted>" in env
@@ -283,7 +283,7 @@ def test_retention_deletes_old_uploaded_backups_only(host, good_run, failed_run)
     host.check_output(
         f"cd {LOCAL_DIR} && rm -rf 20200101T020000Z 20200102T020000Z && cp -a {good_run['timestamp']} 20200102T020000Z && "
         f"mv {failed_run['timestamp']} 20200101T020000Z && touch -d '2020-01-02' 20200101T020000Z 20200102T020000Z")
-    result = host.run("runuser -u ec2-user -- /usr/local/sbin/chatmrpt-backup --prune-only --verbose")
+    result = host.run("runuser -u chatmrpt -- /usr/local/sbin/chatmrpt-backup --prune-only --verbose")
     assert result.rc == 0, result.stderr
     remaining = _local_backups(host)
     assert "20200102T020000Z" not in remaining  # uploaded, old: deleted
@@ -316,15 +316,15 @@ def test_restored_databases_are_byte_identical_to_the_backed_up_copies(host, tar
     for entry in entries:
         assert restored[f"{RESTORED_INSTANCE}/{entry['source']}"] == entry["sha256"], entry["source"]
         assert copies[f"{local}/{entry['path']}"] == entry["sha256"], entry["source"]
-        assert f"{RESTORED_INSTANCE}/{entry['source']} ec2-user:ec2-user" in owners.splitlines(), entry["source"]
+        assert f"{RESTORED_INSTANCE}/{entry['source']} chatmrpt:chatmrpt" in owners.splitlines(), entry["source"]
 
 
 def test_restored_databases_hold_the_live_source_data(host, target, restore_run, good_run):
     """Same rows as the live source databases (the WAL-only rows included), as SQL dumps."""
     sources = sorted(entry["source"] for entry in good_run["manifest"]["files"] if entry["kind"] == "sqlite")
-    source_dumps = host.check_output(f"cd {INSTANCE} && runuser -u ec2-user -- python3 -c \"{DUMP}\" " + " ".join(sources))
+    source_dumps = host.check_output(f"cd {INSTANCE} && runuser -u chatmrpt -- python3 -c \"{DUMP}\" " + " ".join(sources))
     restored_dumps = target.check_output(
-        f"cd {RESTORED_INSTANCE} && runuser -u ec2-user -- python3 -c \"{DUMP}\" " + " ".join(sources))
+        f"cd {RESTORED_INSTANCE} && runuser -u chatmrpt -- python3 -c \"{DUMP}\" " + " ".join(sources))
     assert len(source_dumps.splitlines()) == len(sources)
     assert restored_dumps == source_dumps
 
@@ -336,7 +336,7 @@ def test_restored_uploads_equal_the_source(host, target, restore_run):
     for name in names:
         assert restored[f"{RESTORED_INSTANCE}/{name}"] == source[f"{INSTANCE}/{name}"], name
     owners = target.check_output(f"find {RESTORED_INSTANCE}/uploads -printf '%u:%g\\n' | sort -u")
-    assert owners.split() == ["ec2-user:ec2-user"]
+    assert owners.split() == ["chatmrpt:chatmrpt"]
 
 
 def test_service_runs_after_the_restore(target, restore_run):

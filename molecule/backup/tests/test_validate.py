@@ -55,7 +55,7 @@ def test_good_input_passes(tmp_path):
     ({"backup_cron_minute": 60}, (), "backup_cron_minute 0-59"),
     ({}, ("backup_bucket",), "backup_bucket"),
     ({"backup_aws_emulator_credentials": True}, (), "backup_aws_emulator_credentials may only be true"),
-    ({"backup_local_dir": "/home/ec2-user/ChatMRPT/instance/backups"}, (), "must not\nbe inside backup_instance_dir"),
+    ({"backup_local_dir": "/srv/chatmrpt/ChatMRPT/instance/backups"}, (), "must not\nbe inside backup_instance_dir"),
 ], ids=["hour", "minute", "bucket-required", "emulator-credentials", "local-dir-in-instance"])
 def test_bad_input_is_refused(tmp_path, overrides, drop, message):
     proc = run_validate(tmp_path, overrides, drop)

@@ -82,11 +82,14 @@ def test_sshd_running_and_enabled(host):
     assert host.socket("tcp://0.0.0.0:22").is_listening
 
 
-def test_app_user(host):
-    user = host.user("ec2-user")
-    assert user.exists and user.home == "/home/ec2-user" and user.shell == "/bin/bash"
-    assert host.file("/home/ec2-user").is_directory
-    assert host.file("/home/ec2-user").user == "ec2-user"
+def test_app_user_is_a_system_account_without_login_or_sudo(host):
+    user = host.user("chatmrpt")
+    assert user.exists and user.home == "/srv/chatmrpt" and user.shell == "/usr/sbin/nologin"
+    assert int(user.uid) < 1000 and user.groups == ["chatmrpt"], (user.uid, user.groups)
+    assert host.file("/srv/chatmrpt").is_directory
+    assert host.file("/srv/chatmrpt").user == "chatmrpt"
+    listed = host.run("sudo -l -U chatmrpt")
+    assert listed.rc == 0 and "is not allowed to run sudo" in listed.stdout, listed.stdout
 
 
 def test_cron_running(host):
