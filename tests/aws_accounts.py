@@ -47,7 +47,7 @@ PREFIX = {"staging": "ChatMRPT-Staging", "production": "ChatMRPT-Production"}
 LOWER = {"staging": "chatmrpt-staging", "production": "chatmrpt-production"}
 MOTO_EXTRA_VARS = ("-e", "aws_database_storage_type=gp2")
 GOLDEN_NAME = "chatmrpt-golden-production-20260101T000000Z"
-SECRET_NAMES = ("app/SECRET_KEY", "app/ADMIN_KEY", "database/master-password", "cdn/origin-verify",
+SECRET_NAMES = ("app/SECRET_KEY", "app/ADMIN_KEY", "database/master-password", "database/app-password", "cdn/origin-verify",
                 "cache/auth-token", "app/OPENAI_API_KEY")
 EXCUSED_ON_REAPPLY = {
     "aws_cdn : Manage the CloudFront distribution":

@@ -363,8 +363,8 @@ def test_backups_bucket_is_versioned_private_encrypted_tls_only_with_lifecycle(a
 def test_secrets_generated_once_never_overwritten_never_logged(accounts, aws_env, env):
     ssm = client(aws_env, "ssm")
     first = accounts.secrets[env]
-    lengths = {"app/SECRET_KEY": 64, "app/ADMIN_KEY": 32, "database/master-password": 32, "cdn/origin-verify": 48,
-               "cache/auth-token": 64}
+    lengths = {"app/SECRET_KEY": 64, "app/ADMIN_KEY": 32, "database/master-password": 32,
+               "database/app-password": 32, "cdn/origin-verify": 48, "cache/auth-token": 64}
     for name, length in lengths.items():
         parameter = ssm.get_parameter(Name=f"/chatmrpt/{env}/{name}", WithDecryption=True)["Parameter"]
         assert parameter["Type"] == "SecureString"

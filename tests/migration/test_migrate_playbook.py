@@ -12,6 +12,7 @@ import json
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -104,9 +105,9 @@ class Lab:
         except self.ssm.exceptions.ParameterNotFound:
             return False
 
-    def pg(self, dbname: str, sql: str, *params) -> list[tuple]:
-        with psycopg.connect(host="127.0.0.1", port=int(self.env["CHATMRPT_LAB_PG_PORT"]), user="chatmrpt_master",
-                             password=self.password, dbname=dbname, connect_timeout=10) as conn:
+    def pg(self, dbname: str, sql: str, *params, user: str = "chatmrpt_master", password: str = "") -> list[tuple]:
+        with psycopg.connect(host="127.0.0.1", port=int(self.env["CHATMRPT_LAB_PG_PORT"]), user=user,
+                             password=password or self.password, dbname=dbname, connect_timeout=10) as conn:
             return [tuple(row) for row in conn.execute(sql, params).fetchall()]
 
     def backends(self) -> dict[str, str]:
@@ -187,6 +188,25 @@ def test_cutover_serves_from_postgresql_then_rollback_returns_to_sqlite(lab):
         assert body["messages"] == [{"role": "user", "content": marker}]
         # Only the source host's data was migrated (documented choice).
         assert http("GET", f"{source}/api/sessions/{stray['session_id']}")[0] == 404
+
+        # The app connects as its own role, never as the master: no superuser, CREATEDB or
+        # CREATEROLE; it owns the migrated schemas and their tables, and may create nothing else.
+        database_url = lab.ssm.get_parameter(
+            Name=DATABASE_URL_PARAMETER, WithDecryption=True)["Parameter"]["Value"]
+        url = urllib.parse.urlsplit(database_url)
+        app_password = lab.ssm.get_parameter(Name="/chatmrpt/local/database/app-password",
+                                             WithDecryption=True)["Parameter"]["Value"]
+        assert (url.username, urllib.parse.unquote(url.password)) == ("chatmrpt_app", app_password), "not the app's role"
+        assert lab.password not in database_url
+        assert lab.pg("postgres", "SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin FROM pg_roles"
+                      " WHERE rolname = 'chatmrpt_app'") == [(False, False, False, True)]
+        owners = dict(lab.pg(lab.dbname, "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace"
+                                         " WHERE nspname IN ('interactions', 'users', 'survey', 'prepost_test')"))
+        assert owners == dict.fromkeys(("interactions", "users", "survey", "prepost_test"), "chatmrpt_app"), owners
+        assert lab.pg(lab.dbname, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname"
+                                  " IN ('interactions', 'users', 'survey', 'prepost_test')") == [("chatmrpt_app",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            lab.pg(lab.dbname, "CREATE SCHEMA not_the_apps", user="chatmrpt_app", password=app_password)
 
         # A row written after the cutover lands in PostgreSQL.
         after = f"after-{uuid.uuid4().hex}"

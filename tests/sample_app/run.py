@@ -118,7 +118,11 @@ class _Db:
                 with self.conn.transaction():
                     # One creator at a time across workers and hosts.
                     self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('chatmrpt-schema'))")
-                    self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                    # (CREATE SCHEMA needs CREATE on the database, even with IF NOT EXISTS: the
+                    # app's own role owns its migrated schemas and may create nothing else)
+                    if not self.conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                             (self.schema,)).fetchone():
+                        self.conn.execute(f"CREATE SCHEMA {self.schema}")
                     for statement in statements:
                         self.conn.execute(statement)
                 _PG_READY.add(name)
