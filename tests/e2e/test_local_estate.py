@@ -119,7 +119,7 @@ def test_lab_down_leaves_nothing(local_estate):
     containers = sh("podman", "ps", "-a", "--filter", f"label=io.chatmrpt.lab={lab['name']}", "--format", "{{.Names}}").stdout
     assert containers.strip() == ""
     assert sh("podman", "network", "exists", lab["network"]).returncode != 0
-    assert sh("ip", "link", "show", lab["bridge"]).returncode != 0, "the lab's bridge is left
+    assert sh("ip", "link", "show", lab["bridge"]).returncode != 0, "the lab's bridge is left"
     for port in ("CHATMRPT_LAB_MOTO_PORT", "CHATMRPT_LAB_PG_PORT", "CHATMRPT_LAB_REDIS_PORT", "CHATMRPT_LAB_LB_PORT"):
         assert not port_open(int(env[port])), f"{port} still answers"
     assert not Path(env["CHATMRPT_LAB_STATE_DIR"]).exists()
