@@ -330,12 +330,13 @@ def cmd_up() -> int:
     redis_up()
     store_secret_once("/chatmrpt/local/cache/auth-token", STATE / "redis" / "auth-token")
     lb_up()
+    bridge, gateway = bridge_and_gateway()
     facts = {
         "moto_port": MOTO_PORT, "pg_port": PG_PORT, "pg_master_user": PG_SUPERUSER, "redis_port": REDIS_PORT,
         "redis_pidfile": str(STATE / "redis" / "redis.pid"),
         "pg_master_password_file": str(STATE / "pg" / "master-password"),
         "network": NETWORK, "subnet": SUBNET, "label": LABEL, "name": NETWORK,
-        "bridge": bridge_and_gateway()[0], "gateway": bridge_and_gateway()[1],
+        "bridge": bridge, "gateway": gateway,
         "lb_port": LB_PORT, "lb_config": str(STATE / "haproxy.cfg"), "lb_pidfile": str(STATE / "haproxy.pid"),
         "ssh_public_key": str(STATE / "ssh" / "id_ed25519.pub"),
     }
