@@ -19,6 +19,7 @@ as it would reach EC2 instances with their key pair.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -251,7 +252,9 @@ def network_up() -> None:
     run("ip", "link", "set", bridge, "up")
 
 
+@functools.cache
 def bridge_and_gateway() -> tuple[str, str]:
+    """The network's bridge and gateway (inspected once per command: they never change)."""
     out = run("podman", "network", "inspect", NETWORK, "--format",
               "{{.NetworkInterface}} {{range .Subnets}}{{.Gateway}}{{end}}").stdout.split()
     return out[0], out[1]
