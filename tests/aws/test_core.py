@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -138,8 +139,9 @@ def test_iam_role_is_least_privilege(accounts, aws_env, env):
     assert s3_statements == [
         {"Sid": "ListOwnPrefix", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
          "Condition": {"StringLike": {"s3:prefix": [f"{env}/*"]}}},
-        {"Sid": "ReadWriteOwnPrefix", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
-         "Resource": f"{bucket}/{env}/*"},
+        {"Sid": "ReadOwnPrefix", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket}/{env}/*"},
+        {"Sid": "WriteOwnInstancePrefix", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": f"{bucket}/{env}/${{aws:userid}}/*"},
     ]
     ssm_statements = doc("ssm-parameters")["Statement"]
     ssm_arn = f"arn:aws:ssm:{REGION}:123456789012:parameter/chatmrpt/{env}"
@@ -195,25 +197,41 @@ def _listed(value):
     return value if isinstance(value, list) else [value]
 
 
-def _matches(statement, action, resource):
+POLICY_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _substituted(pattern, variables):
+    """A resource pattern with its policy variables (${aws:userid}) replaced by the request's
+    values; a variable the request does not carry fails the test."""
+    def value(match):
+        if match.group(1) not in variables:
+            raise AssertionError(f"policy variable {match.group(0)} not given to this evaluation")
+        return variables[match.group(1)]
+    return POLICY_VARIABLE.sub(value, pattern)
+
+
+def _matches(statement, action, resource, variables=None):
     """Whether a statement names the action and the resource (Action/NotAction,
-    Resource/NotResource; wildcards as IAM matches them; conditions ignored)."""
+    Resource/NotResource; wildcards and policy variables as IAM matches them; conditions
+    ignored)."""
     def any_match(patterns, value, case=True):
-        return any(fnmatch.fnmatchcase(value if case else value.lower(), p if case else p.lower())
+        return any(fnmatch.fnmatchcase(value if case else value.lower(),
+                                       _substituted(p, variables or {}) if case else p.lower())
                    for p in _listed(patterns))
 
     acts = (any_match(statement["Action"], action, case=False) if "Action" in statement
             else not any_match(statement["NotAction"], action, case=False))
-    names = (any_match(statement["Resource"], resource) if "Resource" in statement
-             else not any_match(statement["NotResource"], resource))
-    return acts and names
+    if not acts:
+        return False
+    return (any_match(statement["Resource"], resource) if "Resource" in statement
+            else not any_match(statement["NotResource"], resource))
 
 
-def _allowed(statements, action, resource):
+def _allowed(statements, action, resource, variables=None):
     """IAM's rule: allowed when a statement allows it and none denies it (conditions ignored:
     an Allow counts even when its condition would not hold, so this is stricter than AWS)."""
-    return (any(_matches(s, action, resource) for s in statements if s["Effect"] == "Allow")
-            and not any(_matches(s, action, resource) for s in statements if s["Effect"] == "Deny"))
+    return (any(_matches(s, action, resource, variables) for s in statements if s["Effect"] == "Allow")
+            and not any(_matches(s, action, resource, variables) for s in statements if s["Effect"] == "Deny"))
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -246,6 +264,33 @@ def test_no_instance_role_reads_another_environments_parameters(accounts, aws_en
         assert not allowed(action, log_group.format(other)), f"{env}: {action} on {other}'s log group"
         assert not allowed(action, log_group.format("other-project")), f"{env}: {action} on any log group"
         assert allowed(action, log_group.format(env) + ":log-stream:i-0123")
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_instance_writes_only_its_own_backups(accounts, aws_env, env):
+    """One compromised instance must not overwrite, or plant, another's backups. An instance
+    profile's session is `<role id>:<instance id>` (aws:userid); every statement of the role,
+    conditions ignored, is matched with that id against the keys chatmrpt-backup writes."""
+    iam = client(aws_env, "iam")
+    other = next(e for e in ENVIRONMENTS if e != env)
+    role = iam.get_role(RoleName=f"{PREFIX[env]}-EC2-Role")["Role"]
+    statements = _role_statements(iam, role["RoleName"])
+    bucket = f"arn:aws:s3:::{LOWER[env]}-backups"
+    me = {"aws:userid": f"{role['RoleId']}:i-0aaaaaaaaaaaaaaaa"}
+    sibling = f"{role['RoleId']}:i-0bbbbbbbbbbbbbbbb"
+
+    def key(environment, writer):
+        return f"{bucket}/{environment}/{writer}/20261204T020000Z/files/interactions.db"
+
+    assert _allowed(statements, "s3:PutObject", key(env, me["aws:userid"]), me), "cannot write its own backups"
+    for target in (key(env, sibling), key(env, "i-0bbbbbbbbbbbbbbbb"), key(env, "x") + f"/{me['aws:userid']}/",
+                   f"{bucket}/{env}/manifest.json", key(other, me["aws:userid"])):
+        assert not _allowed(statements, "s3:PutObject", target, me), f"writes {target}"
+    # a replacement restores the instance it replaces: reads stay environment-wide, and no delete
+    assert _allowed(statements, "s3:GetObject", key(env, sibling), me)
+    assert not _allowed(statements, "s3:GetObject", key(other, sibling), me)
+    assert not [a for a in ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl")
+                if _allowed(statements, a, key(env, me["aws:userid"]), me)]
 
 
 KEY_ALIAS = "alias/chatmrpt-{env}-parameters"

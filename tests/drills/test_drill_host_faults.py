@@ -99,8 +99,9 @@ def test_backup_with_s3_unreachable_fails_and_keeps_its_local_copy(s3_down_backu
     assert d["live_databases"] and result["databases"] == d["live_databases"], (result, d["live_databases"])
     # Nothing of it reached S3.
     s3 = client(estate.env, "s3", d["config"]["region"])
-    prefix = f"{d['config']['s3_prefix']}{d['config']['host']}/{d['new'][0]}/"
-    assert s3.list_objects_v2(Bucket=d["config"]["bucket"], Prefix=prefix).get("KeyCount", 0) == 0
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=d["config"]["bucket"], Prefix=d["config"]["s3_prefix"]) for item in page.get("Contents", [])]
+    assert not [key for key in keys if f"/{d['new'][0]}/" in key]
 
 
 def test_failed_backup_publishes_backup_success_zero(s3_down_backup):

@@ -39,16 +39,23 @@ def app_instances(estate) -> dict[str, dict]:
             for i in running_app_instances(estate.env)}
 
 
+def writer(estate, host: str) -> str:
+    """The key prefix a host writes under: its user id, `<instance role's id>:<instance id>`
+    (it assumes the role with its instance id as session name, as EC2 does)."""
+    role_id = aws(estate, "iam").get_role(RoleName="ChatMRPT-Local-EC2-Role")["Role"]["RoleId"]
+    return f"{PREFIX}{role_id}:{host}/"
+
+
 def backups(estate, host: str) -> list[str]:
     """Finished backups (with a manifest) of a host in the emulator's S3."""
     keys = []
-    for page in aws(estate, "s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}{host}/"):
+    for page in aws(estate, "s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=writer(estate, host)):
         keys += [item["Key"] for item in page.get("Contents", [])]
     return sorted(key.split("/")[-2] for key in keys if key.endswith("/manifest.json"))
 
 
 def manifest(estate, host: str, timestamp: str) -> dict:
-    body = aws(estate, "s3").get_object(Bucket=BUCKET, Key=f"{PREFIX}{host}/{timestamp}/manifest.json")["Body"]
+    body = aws(estate, "s3").get_object(Bucket=BUCKET, Key=f"{writer(estate, host)}{timestamp}/manifest.json")["Body"]
     return json.loads(body.read())
 
 
@@ -110,7 +117,7 @@ def test_backup_now_backs_up_the_chosen_host_only(local_estate, hosts, backed_up
     assert backed_up["timestamp"], run.output[-4000:]
     assert target["id"] in run.recap and other["id"] not in run.recap, run.recap
     assert run.recap[target["id"]]["changed"] >= 1
-    assert backed_up["location"] == f"s3://{BUCKET}/{PREFIX}{target['id']}/{backed_up['timestamp']}/"
+    assert backed_up["location"] == f"s3://{BUCKET}/{writer(local_estate, target['id'])}{backed_up['timestamp']}/"
     after = backups(local_estate, target["id"])
     assert set(after) - set(backed_up["before"]["target"]) == {backed_up["timestamp"]}
     assert backups(local_estate, other["id"]) == backed_up["before"]["other"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import io
@@ -32,7 +33,7 @@ BUCKET = "chatmrpt-mol-backups"
 REGION = "us-east-2"
 SOURCE = "chatmrpt-mol-backup"
 TARGET = "chatmrpt-mol-restore"
-PREFIX = f"local/{SOURCE}/"
+ROLE = "chatmrpt-mol-backup-role"  # vars/scenario.yml: the hosts assume it, as EC2 does
 NAMESPACE = "ChatMRPT/Local"
 LOCAL_DIR = "/var/backups/chatmrpt"
 INSTANCE = "/srv/chatmrpt/chatmrpt_shared/instance"  # the source's instance/ behind its links
@@ -66,6 +67,12 @@ def _client(service: str):
 @pytest.fixture(scope="module")
 def s3():
     return _client("s3")
+
+
+@functools.cache
+def _prefix() -> str:
+    """Where the source writes: under its user id, `<role id>:<session name = host>`."""
+    return f"local/{_client('iam').get_role(RoleName=ROLE)['Role']['RoleId']}:{SOURCE}/"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +131,7 @@ def good_run(host, s3, cloudwatch):
     new = sorted(set(_local_backups(host)) - set(before))
     assert len(new) == 1, f"expected one new local backup, got {new}\n{result.stderr}"
     timestamp = new[0]
-    objects = _objects(s3, f"{PREFIX}{timestamp}/")
+    objects = _objects(s3, f"{_prefix()}{timestamp}/")
     manifest = json.loads(objects["manifest.json"]) if "manifest.json" in objects else {}
     return {"result": result, "timestamp": timestamp, "objects": objects, "manifest": manifest,
             "metric": _metric_values(cloudwatch, start)}
@@ -180,7 +187,7 @@ def test_backup_exits_zero_and_marks_the_local_copy_uploaded(host, good_run):
     assert good_run["result"].rc == 0, good_run["result"].stderr
     marker = host.file(f"{LOCAL_DIR}/{good_run['timestamp']}/.uploaded")
     assert marker.exists
-    assert marker.content_string.strip() == f"s3://{BUCKET}/{PREFIX}{good_run['timestamp']}/"
+    assert marker.content_string.strip() == f"s3://{BUCKET}/{_prefix()}{good_run['timestamp']}/"
 
 
 def test_every_database_and_the_uploads_archive_are_in_s3(good_run):
@@ -213,7 +220,7 @@ def test_manifest_matches_every_object_and_records_the_integrity_check(good_run)
 
 
 def test_objects_carry_the_sha256_checksum_s3_verified(s3, good_run):
-    prefix = f"{PREFIX}{good_run['timestamp']}/"
+    prefix = f"{_prefix()}{good_run['timestamp']}/"
     for name, body in good_run["objects"].items():
         head = s3.head_object(Bucket=BUCKET, Key=prefix + name, ChecksumMode="ENABLED")
         assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode(), name
@@ -345,7 +352,7 @@ def test_service_runs_after_the_restore(target, restore_run):
 
 
 def test_tampered_backup_fails_before_touching_live_data(target, s3, good_run, restore_run):
-    prefix = f"{PREFIX}{good_run['timestamp']}/"
+    prefix = f"{_prefix()}{good_run['timestamp']}/"
     key = prefix + "databases/users.db"
     body = bytearray(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     body[200] ^= 0xFF
@@ -364,3 +371,17 @@ def test_tampered_backup_fails_before_touching_live_data(target, s3, good_run, r
     assert target.file(f"{RESTORED_INSTANCE}/uploads/canary.txt").exists
     assert target.check_output("systemctl show -p ActiveEnterTimestampMonotonic chatmrpt") == since
     assert target.service("chatmrpt").is_running
+
+
+def test_a_backup_another_writer_plants_for_the_source_is_ignored(target, s3, good_run, restore_run):
+    """Another instance can write only under its own id; a newer backup it writes there in the
+    source's name (manifest host = the source) is not one of the source's backups."""
+    planted = f"{_prefix().rsplit(':', 1)[0]}:chatmrpt-mol-evil/29991231T235959Z/"
+    for name, body in good_run["objects"].items():
+        s3.put_object(Bucket=BUCKET, Key=planted + name, Body=body, ChecksumAlgorithm="SHA256")
+    try:
+        listed = target.check_output(f"/usr/local/sbin/chatmrpt-restore --host {SOURCE} --list").split()
+        assert good_run["timestamp"] in listed and "29991231T235959Z" not in listed, listed
+    finally:
+        for name in good_run["objects"]:
+            s3.delete_object(Bucket=BUCKET, Key=planted + name)

@@ -56,7 +56,9 @@ def test_good_input_passes(tmp_path):
     ({}, ("backup_bucket",), "backup_bucket"),
     ({"backup_aws_emulator_credentials": True}, (), "backup_aws_emulator_credentials may only be true"),
     ({"backup_local_dir": "/srv/chatmrpt/ChatMRPT/instance/backups"}, (), "must not\nbe inside backup_instance_dir"),
-], ids=["hour", "minute", "bucket-required", "emulator-credentials", "local-dir-in-instance"])
+    ({"backup_aws_emulator_role_arn": "arn:aws:iam::123456789012:role/chatmrpt-staging-EC2-Role"}, (),
+     "backup_aws_emulator_role_arn empty or an IAM role ARN, only\nwith backup_aws_emulator_credentials"),
+], ids=["hour", "minute", "bucket-required", "emulator-credentials", "local-dir-in-instance", "emulator-role"])
 def test_bad_input_is_refused(tmp_path, overrides, drop, message):
     proc = run_validate(tmp_path, overrides, drop)
     output = proc.stdout + proc.stderr

@@ -6,12 +6,16 @@ chatmrpt-backup: every SQLite database under instance/ (found by its header), co
 online with the SQLite backup API and checked with PRAGMA integrity_check; the archived
 instance directories (uploads/) as tar.gz without the databases; the app's .env with every
 value outside the public keys redacted; a manifest.json (path, size, sha256 of each file).
-Uploaded to s3://<bucket>/<prefix><host>/<timestamp>/ with SHA-256 checksums, verified
+Uploaded to s3://<bucket>/<prefix><writer>/<timestamp>/ with SHA-256 checksums, verified
 (head_object size and checksum), marked `.uploaded`; local copies older than the retention
-are deleted only when marked. Publishes the CloudWatch metric BackupSuccess (1/0).
+are deleted only when marked. Publishes the CloudWatch metric BackupSuccess (1/0). <writer>
+is the caller's user id as AWS reports it (sts:GetCallerIdentity): on EC2
+`<role id>:<instance id>`, the `${aws:userid}` under which the instance role's policy lets
+each instance write, so no instance can write into another's backups.
 
 chatmrpt-restore: fetches a backup (latest complete one of this host by default, or
---backup TIMESTAMP, --host SOURCE_HOST), verifies every file against the manifest before
+--backup TIMESTAMP, --host SOURCE_HOST: the backups a writer `<anything>:<host>` or `<host>`
+wrote, and whose manifest names that host), verifies every file against the manifest before
 touching live data, stops the app, swaps the databases and archived directories in (the
 replaced data is kept in a .chatmrpt-pre-restore-<timestamp> directory next to instance/),
 fixes ownership and starts the app again.
@@ -122,6 +126,9 @@ class Config:
         # Emulator only (the role writes it when backup_aws_emulator_credentials is on):
         # on EC2 boto3 takes the instance profile's credentials.
         self.credentials_file = values.get("credentials_file", "").strip()
+        # Emulator only: the role the scripts assume with the host as session name, as EC2
+        # does with the instance profile, so the emulator knows each host by its own id.
+        self.emulator_role_arn = values.get("emulator_role_arn", "").strip()
         self.restore_log_file = values.get("restore_log_file", "").strip()
         self.app_service = values.get("app_service", "").strip()
         self.app_user = values.get("app_user", "").strip()
@@ -142,9 +149,9 @@ class Config:
                 raise ConfigError(f"{path}: archive_dirs entries must be relative to instance_dir, got {name!r}")
         if "/" in self.host or not self.host:
             raise ConfigError(f"{path}: host must be a name without /, got {self.host!r}")
-
-    def host_prefix(self, host: str | None = None) -> str:
-        return f"{self.s3_prefix}{host or self.host}/"
+        if self.emulator_role_arn and not (endpoint and self.credentials_file):
+            raise ConfigError(f"{path}: emulator_role_arn needs endpoint_url and credentials_file (emulator only)")
+        self.sts_endpoint_url = endpoint
 
 
 def setup_logging(log_file: str, ident: str, verbose: bool) -> None:
@@ -180,6 +187,33 @@ def aws_client(service: str, config: Config, endpoint_url: str):
         endpoint_url=endpoint_url or None,
         config=BotoConfig(connect_timeout=10, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"}),
     )
+
+
+def assume_emulator_role(config: Config) -> None:
+    """Emulator only: assume the instance role with the host as session name (what EC2 does
+    for an instance profile); the scripts then act as `<role id>:<host>`."""
+    import boto3
+
+    # A session of its own: boto3's default one would keep the dummy credentials for good.
+    sts = boto3.session.Session().client("sts", region_name=config.region, endpoint_url=config.sts_endpoint_url)
+    credentials = sts.assume_role(RoleArn=config.emulator_role_arn, RoleSessionName=config.host)["Credentials"]
+    os.environ.update(AWS_ACCESS_KEY_ID=credentials["AccessKeyId"],
+                      AWS_SECRET_ACCESS_KEY=credentials["SecretAccessKey"],
+                      AWS_SESSION_TOKEN=credentials["SessionToken"])
+
+
+def writer_id(config: Config) -> str:
+    """This host's user id as AWS knows it: the segment of the S3 keys it may write."""
+    writer = aws_client("sts", config, config.sts_endpoint_url).get_caller_identity()["UserId"]
+    if not writer or "/" in writer:
+        raise BackupError(f"unusable caller id {writer!r} for an S3 key segment")
+    return writer
+
+
+def written_for(segment: str, host: str) -> bool:
+    """Whether a writer segment is the host's own: `<role id>:<host>` (an instance role's
+    session, named after the instance) or `<host>`."""
+    return segment == host or segment.endswith(":" + host)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -505,7 +539,7 @@ def run_backup(config: Config, prune_only: bool) -> int:
         manifest = build_local_backup(config, workdir, timestamp, errors)
         (workdir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         manifest_entry = file_entry(workdir, MANIFEST, "manifest")
-        prefix = f"{config.host_prefix()}{timestamp}/"
+        prefix = f"{config.s3_prefix}{writer_id(config)}/{timestamp}/"
         log.info("step 4/6 upload: %d files to s3://%s/%s", len(manifest["files"]) + 1, config.bucket, prefix)
         s3 = aws_client("s3", config, config.s3_endpoint_url)
         # The manifest goes last: a prefix with a manifest is a finished backup.
@@ -535,16 +569,26 @@ def run_backup(config: Config, prune_only: bool) -> int:
 
 # --- restore ----------------------------------------------------------------------------------
 
-def list_backups(s3, config: Config, host: str) -> list[str]:
-    prefix = config.host_prefix(host)
+def list_backups(s3, config: Config, host: str) -> dict[str, str]:
+    """The host's backups: {timestamp: key prefix}, under every writer segment of the host
+    (one per instance role it had). The same timestamp under two writers is refused."""
     paginator = s3.get_paginator("list_objects_v2")
-    names = []
-    for page in paginator.paginate(Bucket=config.bucket, Prefix=prefix, Delimiter="/"):
-        for common in page.get("CommonPrefixes", []):
-            name = common["Prefix"][len(prefix):].rstrip("/")
-            if parse_timestamp(name):
-                names.append(name)
-    return sorted(names)
+    writers = [common["Prefix"]
+               for page in paginator.paginate(Bucket=config.bucket, Prefix=config.s3_prefix, Delimiter="/")
+               for common in page.get("CommonPrefixes", [])
+               if written_for(common["Prefix"][len(config.s3_prefix):].rstrip("/"), host)]
+    backups: dict[str, str] = {}
+    for writer in writers:
+        for page in paginator.paginate(Bucket=config.bucket, Prefix=writer, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(writer):].rstrip("/")
+                if not parse_timestamp(name):
+                    continue
+                if name in backups:
+                    raise BackupError(f"backup {name} of host {host} exists under two writers "
+                                      f"({backups[name]}, {common['Prefix']}): restore it by hand")
+                backups[name] = common["Prefix"]
+    return dict(sorted(backups.items()))
 
 
 def download(s3, config: Config, key: str, target: Path) -> tuple[int, str, str | None]:
@@ -560,8 +604,8 @@ def download(s3, config: Config, key: str, target: Path) -> tuple[int, str, str 
     return size, digest.hexdigest(), response.get("ChecksumSHA256")
 
 
-def fetch_manifest(s3, config: Config, host: str, name: str, staging: Path) -> dict:
-    key = f"{config.host_prefix(host)}{name}/{MANIFEST}"
+def fetch_manifest(s3, config: Config, host: str, prefix: str, staging: Path) -> dict:
+    key = f"{prefix}{MANIFEST}"
     try:
         _, digest, stored = download(s3, config, key, staging / MANIFEST)
     except Exception as exc:  # noqa: BLE001 - missing or unreadable manifest: not a usable backup
@@ -571,6 +615,8 @@ def fetch_manifest(s3, config: Config, host: str, name: str, staging: Path) -> d
     manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), list):
         raise BackupError(f"s3://{config.bucket}/{key}: unknown manifest format")
+    if manifest.get("host") != host:
+        raise BackupError(f"s3://{config.bucket}/{key}: the manifest is of host {manifest.get('host')!r}, not {host}")
     return manifest
 
 
@@ -663,13 +709,14 @@ def run_restore(config: Config, args) -> int:
     uid, gid = user.pw_uid, group.gr_gid
 
     s3 = aws_client("s3", config, config.s3_endpoint_url)
-    names = list_backups(s3, config, host)
+    backups = list_backups(s3, config, host)
+    names = list(backups)
     if args.list:
         for name in names:
             print(name)
         return 0
     if not names:
-        raise BackupError(f"no backup of host {host} under s3://{config.bucket}/{config.host_prefix(host)}")
+        raise BackupError(f"no backup of host {host} under s3://{config.bucket}/{config.s3_prefix}")
 
     instance = config.instance_dir.resolve() if config.instance_dir.exists() else config.instance_dir
     parent = instance.parent
@@ -682,7 +729,7 @@ def run_restore(config: Config, args) -> int:
             manifest = None
             for name in reversed(names):
                 try:
-                    candidate = fetch_manifest(s3, config, host, name, staging)
+                    candidate = fetch_manifest(s3, config, host, backups[name], staging)
                 except BackupError as exc:
                     log.warning("backup %s of %s is unusable (%s), trying an older one", name, host, exc)
                     continue
@@ -696,7 +743,7 @@ def run_restore(config: Config, args) -> int:
         else:
             if args.backup not in names:
                 raise BackupError(f"backup {args.backup} of host {host} not found (have: {', '.join(names[-5:])})")
-            manifest = fetch_manifest(s3, config, host, args.backup, staging)
+            manifest = fetch_manifest(s3, config, host, backups[args.backup], staging)
             if not manifest.get("complete") and not args.allow_incomplete:
                 raise BackupError(f"backup {args.backup} is incomplete ({'; '.join(manifest.get('errors', []))}); "
                                   "pass --allow-incomplete to restore it anyway")
@@ -704,7 +751,7 @@ def run_restore(config: Config, args) -> int:
         if manifest.get("environment") != config.environment:
             raise BackupError(f"backup {name} belongs to environment {manifest.get('environment')}, "
                               f"this host to {config.environment}: refused")
-        prefix = f"{config.host_prefix(host)}{name}/"
+        prefix = backups[name]
         log.info("restore: backup s3://%s/%s (%d files) into %s", config.bucket, prefix, len(manifest["files"]), instance)
 
         # 1. Fetch and verify everything before touching live data.
@@ -748,7 +795,8 @@ def run_restore(config: Config, args) -> int:
             for unit in units:
                 chown_tree(tree / unit, uid, gid)
         if args.verify_only:
-            log.info("restore: --verify-only: backup %s of %s verified, nothing changed", name, host)
+            log.info("restore: --verify-only: backup %s of %s verified, nothing changed (s3://%s/%s)",
+                     name, host, config.bucket, prefix)
             return 0
 
         # 3. Stop the app, swap the data in (keeping what it replaces), start the app.
@@ -839,6 +887,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["AWS_SHARED_CREDENTIALS_FILE"] = config.credentials_file
         setup_logging(config.restore_log_file if restore else config.log_file,
                       "chatmrpt-restore" if restore else "chatmrpt-backup", args.verbose)
+        if config.emulator_role_arn:
+            assume_emulator_role(config)
         if restore:
             return run_restore(config, args)
         return run_backup(config, args.prune_only)
