@@ -10,6 +10,7 @@ import re
 import sqlite3
 import sys
 import time
+from dataclasses import dataclass, field
 
 from . import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_ORPHANS,
                EXIT_USAGE, __version__)
@@ -182,7 +183,39 @@ def print_results(results) -> None:
             print(f"    {describe(m)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+class _Stop(Exception):
+    """A step ends the run early with this exit code (main finishes the report)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share."""
+    args: argparse.Namespace
+    out: Output
+    report: dict
+    cpu0: float
+    secret: str | None = None
+    target: str | None = None
+    sources: list = field(default_factory=list)
+    dbs: list = field(default_factory=list)
+    loader: object = None
+    swapped: bool = False
+
+    @property
+    def dry(self) -> bool:
+        return getattr(self.args, "dry_run", False)
+
+    @property
+    def migrate(self) -> bool:
+        return self.args.command == "migrate" and not self.dry
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace | None:
+    """The arguments, `migrate` implied; None when there is no command (help printed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("migrate", "verify", "-h", "--help", "--version"):
         argv.insert(0, "migrate")
@@ -190,158 +223,214 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
-        return EXIT_USAGE
+        return None
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    return args
+
+
+def _read_target(run: _Run) -> None:
+    """Step 1: the target conninfo (--target, SSM or the environment), masked in the report."""
+    args, out = run.args, run.out
+    try:
+        run.target = None if run.dry else resolve_target(args)
+    except Exception as e:  # noqa: BLE001  (boto3/botocore errors)
+        out.warn(f"cannot read target from SSM: {e.__class__.__name__}: {e}")
+        raise _Stop(EXIT_ERROR) from e
+    if not run.dry and not run.target:
+        print("error: no target: use --target, --target-ssm-parameter or "
+              f"{ENV_TARGET}", file=sys.stderr)
+        raise _Stop(EXIT_USAGE)
+    if run.target:
+        run.secret = _password_of(run.target)
+        run.report["target"] = mask_dsn(run.target, run.secret)
+        out.log(f"target: {run.report['target']}")
+
+
+def _find_sources(run: _Run) -> None:
+    """Step 2: the SQLite databases to migrate."""
+    try:
+        run.sources = discover(run.args.sources, run.args.include_tpr, run.out.warn)
+    except MigrationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise _Stop(EXIT_USAGE) from e
+    if not run.sources:
+        print("error: no SQLite databases found", file=sys.stderr)
+        raise _Stop(EXIT_USAGE)
+    run.report["sources"] = [{"path": s.path, "schema": s.schema} for s in run.sources]
+
+
+def _snapshot_and_analyse(run: _Run) -> None:
+    """Step 3: a consistent snapshot of each source, its tables, and (for a plan) its types
+    and orphans."""
+    args, out, timings = run.args, run.out, run.report["timings"]
+    t = time.perf_counter()
+    for s in run.sources:
+        take_snapshot(s, args.workdir, hold=args.snapshot == "hold")
+    timings["snapshot"] = round(time.perf_counter() - t, 3)
+    out.log(f"snapshots of {len(run.sources)} database(s) taken")
+    t = time.perf_counter()
+    run.dbs = [introspect(s, out.warn) for s in run.sources]
+    if not run.migrate:
+        # dry run / verify: the whole plan up front, NUL-byte scan included
+        for db in run.dbs:
+            analyse(db, out.warn, nul_check=True)
+    # a migration analyses each table in its loader process, right before loading
+    # it; the NUL-byte scan is skipped there: PostgreSQL refuses NUL bytes and the
+    # loader then rescans that table and maps the column to bytea (see README)
+    # orphans: counted here for the plan and for --orphans refuse (before connecting);
+    # otherwise a migration counts them in PostgreSQL, only for a foreign key that
+    # fails to validate
+    if not run.migrate or args.orphans == "refuse":
+        for db in run.dbs:
+            count_orphans(db)
+    timings["analyse"] = round(time.perf_counter() - t, 3)
+    out.log("schema derived from the data" if not run.migrate else "tables listed")
+
+
+def _refuse_orphans(run: _Run) -> None:
+    """Step 4: with --orphans refuse, stop before connecting if any foreign key has orphans."""
+    orphan_fks = [(db, tb, fk) for db in run.dbs for tb in db.tables for fk in tb.fks if fk.orphans]
+    if run.args.command != "migrate" or run.args.orphans != "refuse" or not orphan_fks:
+        return
+    for db, tb, fk in orphan_fks:
+        print(f"error: {db.schema}.{tb.name}: {fk.orphans} orphan rows for "
+              f"{fk.name} -> {fk.ref_table}", file=sys.stderr)
+    if run.migrate:
+        for db in run.dbs:
+            analyse(db, run.out.warn, nul_check=True)
+    run.report["plan"] = plan_dict(run.dbs)
+    raise _Stop(EXIT_ORPHANS)
+
+
+def _print_dry_run(run: _Run) -> int:
+    print_plan(run.dbs)
+    run.report["plan"] = plan_dict(run.dbs)
+    print("\ndry run: nothing was changed")
+    return EXIT_OK
+
+
+def _verify_target(run: _Run) -> int:
+    """`verify`: compare the target's schemas with the sources."""
+    from .verify import verify
+
+    t = time.perf_counter()
+    results = verify(run.target, run.dbs, lambda db: db.schema, run.args.jobs, run.out.log)
+    run.report["timings"]["verify"] = round(time.perf_counter() - t, 3)
+    run.report["plan"] = plan_dict(run.dbs)
+    run.report["verification"] = results
+    print_results(results)
+    ok = all(r["ok"] for r in results)
+    print("\nverification " + ("passed" if ok else "FAILED"))
+    return EXIT_OK if ok else EXIT_MISMATCH
+
+
+def _load(run: _Run) -> None:
+    """Step 5: tables, keys, indexes and foreign keys into staging schemas."""
+    from .loader import Loader
+
+    timings = run.report["timings"]
+    run.loader = loader = Loader(run.target, run.dbs, run.args.jobs, run.out.log, run.out.warn,
+                                 maintenance_work_mem=run.args.maintenance_work_mem)
+    t = time.perf_counter()
+    loader.prepare()
+    run.out.log("staging schemas created; analysing and loading")
+    loader.load_all()
+    timings["load_and_indexes"] = round(time.perf_counter() - t, 3)
+    t2 = time.perf_counter()
+    for db in run.dbs:
+        check_foreign_keys(db, run.out.warn)
+    loader.foreign_keys()
+    timings["foreign_keys"] = round(time.perf_counter() - t2, 3)
+    timings["migrate"] = round(time.perf_counter() - t, 3)
+    timings["tables"] = loader.timings
+    run.out.log("loaded; verifying staging schemas")
+
+
+def _verify_staging(run: _Run) -> bool:
+    """Step 6: every value of the staging schemas against the sources."""
+    from .loader import STAGING
+    from .verify import verify
+
+    timings = run.report["timings"]
+    t = time.perf_counter()
+    cpu1 = cpu_now()
+    results = verify(run.target, run.dbs, lambda db: db.schema + STAGING, run.args.jobs, run.out.log,
+                     pg_sums=run.loader.pg_sums)
+    timings["verify"] = round(time.perf_counter() - t, 3)
+    # client CPU seconds (this process + loader processes; not PostgreSQL's): from
+    # the start (snapshot, analysis, load, keys, FKs) and of the verification
+    timings["cpu_load"] = round(cpu1 - run.cpu0, 3)
+    timings["cpu_verify"] = round(cpu_now() - cpu1, 3)
+    run.report["verification"] = results
+    run.report["plan"] = plan_dict(run.dbs)
+    print_results(results)
+    return all(r["ok"] for r in results)
+
+
+def _swap(run: _Run) -> None:
+    """Step 7: the verified staging schemas replace the live ones."""
+    t = time.perf_counter()
+    run.loader.swap(keep_previous=not run.args.drop_previous)
+    run.swapped = True
+    run.report["timings"]["swap"] = round(time.perf_counter() - t, 3)
+    print("\nmigration complete: verification passed, schemas swapped in: "
+          + ", ".join(db.schema for db in run.dbs))
+
+
+def _steps(run: _Run) -> int:
+    """The run, step by step; its exit code (a step may stop it early with _Stop)."""
+    _read_target(run)
+    _find_sources(run)
+    _snapshot_and_analyse(run)
+    _refuse_orphans(run)
+    if run.dry:
+        return _print_dry_run(run)
+    from .loader import check_target
+
+    check_target(run.target)
+    if run.args.command == "verify":
+        return _verify_target(run)
+    _load(run)
+    if not _verify_staging(run):
+        print("\nverification FAILED: staging schemas left for inspection, "
+              "target unchanged", file=sys.stderr)
+        return EXIT_MISMATCH
+    _swap(run)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args is None:
+        return EXIT_USAGE
     out = Output(args.quiet)
-    cpu0 = cpu_now()
-    report: dict = {"tool": "chatmrpt-migrate", "version": __version__,
-                    "command": args.command,
-                    "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                    "timings": {}}
-    dry = getattr(args, "dry_run", False)
-    secret = None
-    code = EXIT_ERROR
-    dbs = []
-    sources = []
-    loader = None
-    swapped = False
+    run = _Run(args, out, cpu0=cpu_now(), report={
+        "tool": "chatmrpt-migrate", "version": __version__, "command": args.command,
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(), "timings": {}})
     try:
         try:
-            target = None if dry else resolve_target(args)
-        except Exception as e:  # noqa: BLE001  (boto3/botocore errors)
-            out.warn(f"cannot read target from SSM: {e.__class__.__name__}: {e}")
-            return _finish(report, args, out, EXIT_ERROR, None)
-        if not dry and not target:
-            print("error: no target: use --target, --target-ssm-parameter or "
-                  f"{ENV_TARGET}", file=sys.stderr)
-            return _finish(report, args, out, EXIT_USAGE, None)
-        if target:
-            secret = _password_of(target)
-            report["target"] = mask_dsn(target, secret)
-            out.log(f"target: {report['target']}")
-        try:
-            sources = discover(args.sources, args.include_tpr, out.warn)
-        except MigrationError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return _finish(report, args, out, EXIT_USAGE, None)
-        if not sources:
-            print("error: no SQLite databases found", file=sys.stderr)
-            return _finish(report, args, out, EXIT_USAGE, None)
-        report["sources"] = [{"path": s.path, "schema": s.schema} for s in sources]
-
-        t = time.perf_counter()
-        for s in sources:
-            take_snapshot(s, args.workdir, hold=args.snapshot == "hold")
-        report["timings"]["snapshot"] = round(time.perf_counter() - t, 3)
-        out.log(f"snapshots of {len(sources)} database(s) taken")
-        t = time.perf_counter()
-        dbs = [introspect(s, out.warn) for s in sources]
-        migrate = args.command == "migrate" and not dry
-        if not migrate:
-            # dry run / verify: the whole plan up front, NUL-byte scan included
-            for db in dbs:
-                analyse(db, out.warn, nul_check=True)
-        # a migration analyses each table in its loader process, right before loading
-        # it; the NUL-byte scan is skipped there: PostgreSQL refuses NUL bytes and the
-        # loader then rescans that table and maps the column to bytea (see README)
-        # orphans: counted here for the plan and for --orphans refuse (before connecting);
-        # otherwise a migration counts them in PostgreSQL, only for a foreign key that
-        # fails to validate
-        if not migrate or args.orphans == "refuse":
-            for db in dbs:
-                count_orphans(db)
-        report["timings"]["analyse"] = round(time.perf_counter() - t, 3)
-        out.log("schema derived from the data" if not migrate else "tables listed")
-
-        orphan_fks = [(db, tb, fk) for db in dbs for tb in db.tables for fk in tb.fks
-                      if fk.orphans]
-        if args.command == "migrate" and args.orphans == "refuse" and orphan_fks:
-            for db, tb, fk in orphan_fks:
-                print(f"error: {db.schema}.{tb.name}: {fk.orphans} orphan rows for "
-                      f"{fk.name} -> {fk.ref_table}", file=sys.stderr)
-            if migrate:
-                for db in dbs:
-                    analyse(db, out.warn, nul_check=True)
-            report["plan"] = plan_dict(dbs)
-            return _finish(report, args, out, EXIT_ORPHANS, dbs)
-
-        if dry:
-            print_plan(dbs)
-            report["plan"] = plan_dict(dbs)
-            print("\ndry run: nothing was changed")
-            return _finish(report, args, out, EXIT_OK, dbs)
-
-        from .loader import STAGING, Loader, check_target
-        from .verify import verify
-
-        check_target(target)
-
-        if args.command == "verify":
-            t = time.perf_counter()
-            results = verify(target, dbs, lambda db: db.schema, args.jobs, out.log)
-            report["timings"]["verify"] = round(time.perf_counter() - t, 3)
-            report["plan"] = plan_dict(dbs)
-            report["verification"] = results
-            print_results(results)
-            ok = all(r["ok"] for r in results)
-            print("\nverification " + ("passed" if ok else "FAILED"))
-            return _finish(report, args, out, EXIT_OK if ok else EXIT_MISMATCH, dbs)
-
-        loader = Loader(target, dbs, args.jobs, out.log, out.warn,
-                        maintenance_work_mem=args.maintenance_work_mem)
-        t = time.perf_counter()
-        loader.prepare()
-        out.log("staging schemas created; analysing and loading")
-        loader.load_all()
-        report["timings"]["load_and_indexes"] = round(time.perf_counter() - t, 3)
-        t2 = time.perf_counter()
-        for db in dbs:
-            check_foreign_keys(db, out.warn)
-        loader.foreign_keys()
-        report["timings"]["foreign_keys"] = round(time.perf_counter() - t2, 3)
-        report["timings"]["migrate"] = round(time.perf_counter() - t, 3)
-        report["timings"]["tables"] = loader.timings
-        out.log("loaded; verifying staging schemas")
-        t = time.perf_counter()
-        cpu1 = cpu_now()
-        results = verify(target, dbs, lambda db: db.schema + STAGING, args.jobs, out.log,
-                         pg_sums=loader.pg_sums)
-        report["timings"]["verify"] = round(time.perf_counter() - t, 3)
-        # client CPU seconds (this process + loader processes; not PostgreSQL's): from
-        # the start (snapshot, analysis, load, keys, FKs) and of the verification
-        report["timings"]["cpu_load"] = round(cpu1 - cpu0, 3)
-        report["timings"]["cpu_verify"] = round(cpu_now() - cpu1, 3)
-        report["verification"] = results
-        report["plan"] = plan_dict(dbs)
-        print_results(results)
-        if not all(r["ok"] for r in results):
-            print("\nverification FAILED: staging schemas left for inspection, "
-                  "target unchanged", file=sys.stderr)
-            return _finish(report, args, out, EXIT_MISMATCH, dbs)
-        t = time.perf_counter()
-        loader.swap(keep_previous=not args.drop_previous)
-        swapped = True
-        report["timings"]["swap"] = round(time.perf_counter() - t, 3)
-        print("\nmigration complete: verification passed, schemas swapped in: "
-              + ", ".join(db.schema for db in dbs))
-        return _finish(report, args, out, EXIT_OK, dbs)
+            code = _steps(run)
+        except _Stop as stop:
+            code = stop.code
+        # a stop or a failed verification leaves the staging schemas for inspection
+        return _finish(run.report, args, out, code, run.dbs)
     except KeyboardInterrupt:
         out.warn("interrupted: target unchanged")
         code = EXIT_INTERRUPTED
     except (MigrationError, sqlite3.Error, OSError, RuntimeError, ValueError) as e:
-        out.warn(f"migration failed, target unchanged: {mask_dsn(str(e), secret)}")
+        out.warn(f"migration failed, target unchanged: {mask_dsn(str(e), run.secret)}")
         code = EXIT_ERROR
     except Exception as e:  # noqa: BLE001  psycopg errors and anything unexpected
         out.warn(f"migration failed, target unchanged: {e.__class__.__name__}: "
-                 f"{mask_dsn(str(e), secret)}")
+                 f"{mask_dsn(str(e), run.secret)}")
         code = EXIT_ERROR
     finally:
-        for s in sources:
+        for s in run.sources:
             release(s)
-    if loader is not None and not swapped:
-        loader.drop_staging()
-    return _finish(report, args, out, code, dbs)
+    if run.loader is not None and not run.swapped:
+        run.loader.drop_staging()
+    return _finish(run.report, args, out, code, run.dbs)
 
 
 def _finish(report, args, out, code, dbs) -> int:
