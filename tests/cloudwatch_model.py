@@ -27,7 +27,7 @@ PLUGIN_DIMENSIONS = {"cpu": {"cpu"}, "disk": {"path", "device", "fstype"}, "mem"
                      "swap": set(), "diskio": {"name"}, "net": {"interface"}, "processes": set()}
 
 # Metrics other programs publish in an environment's namespace: the backup program
-# (roles/backup/files/chatmrpt_backup.py, publish_metric) names its host and environment.
+# (roles/backup/files/chatmrpt_backup/storage.py, publish_metric) names its host and environment.
 OTHER_PUBLISHERS = {"BackupSuccess": {frozenset({"Environment", "Host"})}}
 
 _ELB_REQUEST = {frozenset(s) for s in ({"LoadBalancer"}, {"LoadBalancer", "AvailabilityZone"},
