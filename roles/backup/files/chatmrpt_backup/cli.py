@@ -18,7 +18,7 @@ from .storage import assume_emulator_role
 
 def parse_args(program: str, argv: list[str]):
     restore = "restore" in program
-    parser = argparse.ArgumentParser(prog=program, description=PROGRAM_DOC.split("\n\n")[1 if restore else 0])
+    parser = argparse.ArgumentParser(prog=program, description=PROGRAM_DOC.split("\n\n")[2 if restore else 1])
     parser.add_argument("--config", default=os.environ.get("CHATMRPT_BACKUP_CONFIG", DEFAULT_CONFIG),
                         help="configuration file (default: $CHATMRPT_BACKUP_CONFIG or %(default)s)")
     parser.add_argument("--endpoint-url", help="AWS endpoint URL for S3 and CloudWatch (an emulator)")
