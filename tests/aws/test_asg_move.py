@@ -11,6 +11,7 @@ tests/aws_accounts.py: one hand-managed instance registered in the target group,
                                    move finished while the inventory still says count 1 / min 0
   run with the inventory's new     passes, changes nothing; a further run changes nothing;
   lines (-e, as if edited)         infrastructure.yml with those lines keeps the moved estate
+  a bad input                      refused (the role's rules, its argument specs) before any change
 
 The emulator has no instance to configure (asg_move_configure_hosts=false): its target group
 reports registered instances healthy at once. Runs after the modules that read production
@@ -160,9 +161,14 @@ def test_infrastructure_with_the_new_inventory_keeps_the_moved_estate(moved):
     assert (after["min"], after["desired"], after["asg_instances"]) == (end["min"], end["desired"], end["asg_instances"])
 
 
-def test_a_bad_capacity_is_refused_before_any_change(aws_env, moved):
+@pytest.mark.parametrize(("extra", "message"), [
+    ("asg_move_capacity=9", "asg_move_capacity 1-6"),                       # the role's validate rules
+    ("asg_move_poll_interval=often", "argument 'asg_move_poll_interval'"),  # its argument specs
+], ids=["capacity", "poll-interval-type"])
+def test_a_bad_input_is_refused_before_any_change(aws_env, moved, extra, message):
     before = snapshot(aws_env)
-    run = move(aws_env, "-e", "asg_move_capacity=9")
+    run = move(aws_env, "-e", extra)
     assert run.returncode != 0
-    assert "asg_move_capacity 1-6" in run.output
+    assert message in run.output
+    assert "Read the Auto Scaling group" not in run.output, "the move read AWS before refusing"
     assert snapshot(aws_env) == before
