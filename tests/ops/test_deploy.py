@@ -2,9 +2,10 @@
 through its load balancer (HAProxy following the target group): no request may fail.
 
 Order matters (the tests share the estate and run top to bottom): check mode changes
-nothing; a new release reaches every host; the same release again changes nothing; a
-broken release stops after the first host, which is rolled back; the lab's own release
-is deployed again at the end, so the estate is left converged (site.yml: 0 changed).
+nothing; bad input is refused before anything changes; a new release reaches every host;
+the same release again changes nothing; a broken release stops after the first host,
+which is rolled back; the lab's own release is deployed again at the end, so the estate
+is left converged (site.yml: 0 changed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.slow
 APP = "/srv/chatmrpt/ChatMRPT"
 RELEASES = "/srv/chatmrpt/chatmrpt_releases"
 DEPLOY = "playbooks/deploy.yml"
+# The drain task of the deploy role (a role's task shows as `TASK [<role> : <name>]`).
+DRAIN_TASK = "TASK [deploy : Deregister the host and wait until the target group drained it]"
 # Fast health gate for the broken release: it never becomes healthy, waiting 60 s proves nothing.
 FAST_GATE = ["-e", "app_health_retries=3", "-e", "app_health_delay=1"]
 STRIP_TOP = ("-e", "app_release_archive_strip_components=1")
@@ -155,6 +158,28 @@ def test_check_mode_shows_the_plan_and_changes_nothing(estate, releases):
     assert_serving(estate, estate.hosts)
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ("deploy_batch_size=0", "deploy_batch_size must be an integer >= 1 or a percentage 1%-100% (got '0')"),
+    # typed by the role's argument spec, before its own rules
+    ("deploy_healthy_timeout=soon",
+     "argument 'deploy_healthy_timeout' is of type str and we were unable to convert to int"),
+], ids=["batch-size-0", "healthy-timeout-not-a-number"])
+def test_bad_input_is_refused_before_anything_changes(estate, releases, setting, message):
+    archive, release = releases["good"]
+    config_before = Path(estate.lab["lb_config"]).read_text()
+    run = estate.playbook(DEPLOY, "-e", setting, "-e", f"app_release_archive={archive}", *STRIP_TOP)
+    assert run.returncode != 0
+    failures = [" ".join(line.split()) for line in run.failures()]
+    assert len(failures) == 1 and message in failures[0], run.output[-6000:]
+    assert run.changed == 0, run.changed_tasks()
+    assert "PLAN " not in run.output and DRAIN_TASK not in run.output  # stopped before the hosts
+    for host in estate.hosts:
+        state = host_state(estate, host)
+        assert state["current"] == estate.lab_release and release not in state["releases"], state
+    assert Path(estate.lab["lb_config"]).read_text() == config_before
+    assert_serving(estate, estate.hosts)
+
+
 def test_deploy_under_load_drops_no_request(estate, releases, capsys):
     archive, release = releases["good"]
     run, result = deploy_under_load(estate, "-e", f"app_release_archive={archive}", *STRIP_TOP)
@@ -168,7 +193,7 @@ def test_deploy_under_load_drops_no_request(estate, releases, capsys):
         assert (state["current"], state["version"]) == (release, "2.0.0-deploytest"), state
     assert f"DEPLOY OK release={release} deployed=[{','.join(estate.hosts)}]" in run.output
     # Each host left the target group and came back (one batch at a time).
-    assert run.output.count("TASK [Deregister the host and wait until the target group drained it]") == 2
+    assert run.output.count(DRAIN_TASK) == 2
     assert_serving(estate, estate.hosts)
 
 
@@ -177,7 +202,7 @@ def test_same_release_again_changes_nothing(estate, releases):
     run = estate.playbook(DEPLOY, "-e", f"app_release_archive={archive}", *STRIP_TOP)
     assert run.returncode == 0, run.output[-6000:]
     assert run.changed == 0, run.changed_tasks()
-    assert "TASK [Deregister the host" not in run.output  # no drain cycle
+    assert DRAIN_TASK not in run.output  # no drain cycle
     assert f"unchanged=[{','.join(estate.hosts)}]" in run.output
     assert_serving(estate, estate.hosts)
 
