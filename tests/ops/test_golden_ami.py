@@ -7,8 +7,9 @@ golden AMIs (with snapshots) exist before; golden_ami_keep=2. Asserted: the date
 the tags; a new launch template version, the default, referencing the AMI; no builder
 instance left in any state but terminated; the oldest golden AMIs deregistered AND their
 snapshots deleted, the newest older one kept, another environment's image untouched; a
-rerun with the same build id changes nothing; --check changes nothing; bad settings are
-refused before anything is launched.
+rerun with the same build id changes nothing; --check changes nothing; bad settings (a rule
+of the role's `validate` entry point, a type its argument specs refuse) are refused before
+anything is launched.
 
 Local estate (shared fixture `local_estate`): a real build: the builder container gets the
 host roles, is cleaned and committed to localhost/chatmrpt-golden:<AMI id>, labelled with
@@ -94,6 +95,8 @@ def emulator_build(aws_env):
             ("chatmrpt-golden-production-20250101T000000Z", "production")]}
         lt_before, _ = template(ec2, "ChatMRPT-Staging")
         bad = run_playbook("golden_ami.yml", "staging", "-e", "golden_ami_keep=0", env=aws_env)
+        # a value of the wrong type: the role's argument specs (entry point `validate`) refuse it
+        bad_type = run_playbook("golden_ami.yml", "staging", "-e", "golden_ami_refresh_asg=maybe", env=aws_env)
         bad_builders = builders(ec2, ("pending", "running", "stopping", "stopped", "shutting-down", "terminated"))
         check = run_playbook("golden_ami.yml", "staging", "--check", *EMULATOR_ARGS, env=aws_env)
         after_check = (set(golden_images(ec2, "staging")), template(ec2, "ChatMRPT-Staging")[0]["LatestVersionNumber"],
@@ -104,8 +107,8 @@ def emulator_build(aws_env):
         if len(new) == 1:
             build_id = new[0]["Name"].rsplit("-", 1)[1]
             rerun = run_playbook("golden_ami.yml", "staging", *EMULATOR_ARGS, "-e", f"golden_ami_build_id={build_id}", env=aws_env)
-        yield {"ec2": ec2, "base": base, "old": old, "lt_before": lt_before, "bad": bad, "bad_builders": bad_builders,
-               "check": check, "after_check": after_check, "build": build, "new": new, "rerun": rerun}
+        yield {"ec2": ec2, "base": base, "old": old, "lt_before": lt_before, "bad": bad, "bad_type": bad_type,
+               "bad_builders": bad_builders, "check": check, "after_check": after_check, "build": build, "new": new, "rerun": rerun}
     finally:
         reset_moto(aws_env)
 
@@ -165,6 +168,15 @@ def test_emulator_bad_setting_is_refused_before_anything_is_launched(emulator_bu
     run = emulator_build["bad"]
     assert run.returncode != 0
     assert "golden_ami_keep must be 1-20" in run.output
+    assert emulator_build["bad_builders"] == []
+
+
+def test_emulator_input_of_the_wrong_type_is_refused_by_the_argument_specs(emulator_build):
+    run = emulator_build["bad_type"]
+    assert run.returncode != 0
+    failures = " ".join(run.failures())
+    assert "argument 'golden_ami_refresh_asg' is of type str and we were unable to convert to bool" in failures, failures[-3000:]
+    assert "Find the base AMI" not in run.output, "an AWS call ran before the refusal"
     assert emulator_build["bad_builders"] == []
 
 
