@@ -1,5 +1,5 @@
 """playbooks/migrate_database.yml on the shared local estate: the plan (--check) changes
-nothing, an ambiguous source is refused, the cutover makes the app serve from PostgreSQL
+nothing, a bad setting and an ambiguous source are refused, the cutover makes the app serve from PostgreSQL
 (rows from before readable, rows after land in PostgreSQL, the tool's report verified),
 a cutover for an app that does not report its backend is refused before any change,
 a rerun changes nothing, the rollback returns to SQLite. The database password never
@@ -124,6 +124,24 @@ def lab(local_estate):
     lab = Lab(local_estate)
     assert SOURCE_NAME in lab.hosts and len(lab.hosts) == 2, lab.hosts
     return lab
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    # the role's argument spec (entry point `validate`)
+    ("migration_orphans=sometimes", "value of migration_orphans must be one of: keep, refuse, got: sometimes"),
+    # its rules (tasks/validate.yml)
+    ("migration_jobs=0", "migration_jobs 1 or more (got 0)"),
+])
+def test_a_bad_setting_is_refused_before_any_change(lab, setting, message):
+    before = lab.state()
+    run = lab.estate.playbook(PLAYBOOK, "-e", f"migration_source_host={SOURCE_NAME}", "-e", "migration_cutover=true",
+                              "-e", setting)
+    assert run.returncode != 0
+    failures = [" ".join(line.split()) for line in run.failures()]
+    assert len(failures) == 1 and failures[0].startswith("fatal: [localhost]"), run.output[-3000:]
+    assert message in failures[0], failures[0]
+    assert run.changed == 0, run.changed_tasks()
+    assert lab.state() == before
 
 
 def test_ambiguous_source_host_is_refused_before_any_change(lab):
