@@ -155,15 +155,16 @@ CASES = [
 
 # The one check that must refuse each case (test_drill_bad_inputs.fired_check): a role's rule
 # as `<role>: <rule name>` (its message is tagged so), an argument spec as
-# `argument specs: <variable>`, or an assert task by its name. No two cases share a check.
+# `argument specs: <variable>`, or an assert task by its name (`<role> : <task>` in a
+# role). No two cases share a check.
 CHECKS = {
-    "unknown-environment": "Check the inventory names a known environment",
-    "production-teardown-unconfirmed": "Refuse to tear down production without confirmation",
+    "unknown-environment": "validate : Check the inventory names a known environment",
+    "production-teardown-unconfirmed": "teardown : Refuse to tear down production without confirmation",
     "malformed-vpc-cidr": "aws_network: the VPC CIDR of mode create",
     "malformed-subnet-cidr": "aws_network: the subnets and zones of mode create",
     "ssh-from-anywhere": "aws_network: the admin SSH CIDRs are exact IPv4 networks, never the whole internet",
     "app-port-clashes-with-database-port": "aws_network: the app port clashes with no other port of the app's security groups",
-    "app-port-differs-from-target-group-port": "Check the app, its security group and the target group use one port",
+    "app-port-differs-from-target-group-port": "validate : Check the app, its security group and the target group use one port",
     "asg-min-above-max": "aws_compute: the Auto Scaling bounds",
     "asg-desired-above-max": "aws_compute: the desired capacity lies within the bounds",
     "instance-type-not-allowed": "aws_compute: the instance type is allowed",
