@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import boto3
 
-from helpers import VENV_BIN, PlaybookRun, base_env, free_port, wait_port
+from helpers import PlaybookRun, base_env, moto_server
 
 REGION = "us-east-2"
 # How the tests' emulators answer, unless a test asks otherwise: AWS's managed policies
@@ -23,19 +21,10 @@ SETTINGS = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "MOTO_ACM_VALIDATION_WAIT"
 def private_emulator(log: Path, **settings: str):
     """A moto server of the caller's own on a free port, with SETTINGS updated by `settings`;
     yields the environment of an Ansible or boto3 run against it (dummy credentials)."""
-    port = free_port()
-    with open(log, "wb") as logfile:
-        proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=logfile, stderr=subprocess.STDOUT,
-                                env={**os.environ, **SETTINGS, **settings})
-    try:
-        wait_port(port)
-        yield base_env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
+    with moto_server(log, **SETTINGS, **settings) as endpoint:
+        yield base_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
                        AWS_SECRET_ACCESS_KEY="testing",  # pragma: allowlist secret
                        AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def client(aws_env, service, region=REGION):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -37,6 +38,27 @@ def wait_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def moto_server(log: Path | None = None, **settings: str):
+    """A moto server of the caller's own on a free port (settings: its MOTO_* environment);
+    yields its endpoint URL. It is killed if it does not stop within 10 s of SIGTERM: a
+    request thread still open keeps werkzeug from exiting, and the test must not fail on it."""
+    port = free_port()
+    with open(log or os.devnull, "wb") as logfile:
+        proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **settings})
+    try:
+        wait_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def molecule_inventory(host: str) -> list[str]:

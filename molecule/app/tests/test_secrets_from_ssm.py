@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import base_env, free_port, wait_port  # noqa: E402
+from helpers import base_env, moto_server  # noqa: E402
 
 PLAY = """
 - hosts: localhost
@@ -35,15 +35,8 @@ PLAY = """
 
 @pytest.fixture(scope="module")
 def moto():
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def run(tmp_path, endpoint, *extra):

@@ -4,10 +4,8 @@ directly or read from SSM Parameter Store (a moto server), and fails clearly, wi
 printing the password, when the password is wrong or the parameter is missing."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -17,7 +15,7 @@ SCENARIO = Path(__file__).resolve().parent.parent
 ROOT = SCENARIO.parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import molecule_inventory  # noqa: E402
+from helpers import molecule_inventory, moto_server  # noqa: E402
 SERVER = "chatmrpt-mol-pgserver"
 USER, DBNAME = "chatmrpt_app", "chatmrpt"
 
@@ -40,27 +38,10 @@ def run_check(**env):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def listening(port):
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def ssm_endpoint():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while not listening(port):
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def aws_env(endpoint):
