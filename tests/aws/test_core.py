@@ -22,7 +22,7 @@ import pytest
 from aws_accounts import ENVIRONMENTS, EXCUSED_ON_REAPPLY, LOWER, PREFIX, distributions, live_instances, ssm_names
 from cloudwatch_model import render, unpublished
 from emulator import REGION, client, expected_tags, group, run_ok, tags_of
-from helpers import PlaybookRun, run_playbook
+from helpers import PlaybookRun, base_env, run_playbook
 
 pytestmark = pytest.mark.slow
 
@@ -668,6 +668,19 @@ def test_outputs_name_the_endpoints_and_the_next_steps(accounts, aws_env, env):
     assert f"alarms: SNS topic {PREFIX[env]}-Alarms, to {', '.join(EMAILS)}" in said
     assert f"#dashboards/dashboard/{PREFIX[env]}" in said
     assert f"ansible-playbook -i inventories/{env} playbooks/deploy.yml" in said
+
+
+def test_outputs_refuses_a_bad_input_before_reading_aws():
+    """The outputs role's argument specs type its inputs: a flag that is no boolean is refused
+    by name, before any AWS call (the endpoint is one where nothing listens)."""
+    dead = base_env(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="testing",
+                    AWS_SECRET_ACCESS_KEY="testing",  # pragma: allowlist secret
+                    AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION, ANSIBLE_INVENTORY_UNPARSED_FAILED="false")
+    run = run_playbook("outputs.yml", "local", "-e", "outputs_https=sometimes", env=dead)
+    assert run.returncode != 0
+    assert "TASK [outputs : Validating arguments against arg spec 'main'" in run.output, run.output[-3000:]
+    (failure,) = run.failures()
+    assert "outputs_https" in failure and "Could not connect" not in failure, failure
 
 
 # --------------------------------------------------------------------------------------
