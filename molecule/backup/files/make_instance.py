@@ -28,7 +28,8 @@ def database(path, statements, rows):
 
 
 for directory in (INSTANCE, RELEASE, f"{INSTANCE}/uploads/sess-a", f"{INSTANCE}/uploads/sess-b",
-                  f"{INSTANCE}/memory", f"{INSTANCE}/exports", f"{INSTANCE}/logs"):
+                  f"{INSTANCE}/memory", f"{INSTANCE}/exports", f"{INSTANCE}/logs", f"{INSTANCE}/reports",
+                  f"{INSTANCE}/conversation_history", f"{INSTANCE}/flask_session"):
     os.makedirs(directory, exist_ok=True)
 
 database(f"{INSTANCE}/users.db",
@@ -62,6 +63,12 @@ with open(f"{INSTANCE}/uploads/sess-b/shapes.zip", "wb") as handle:
     handle.write(random.Random(7).randbytes(200_000))
 with open(f"{INSTANCE}/exports/notes.db", "w") as handle:
     handle.write("not a database, despite its name\n")
+with open(f"{INSTANCE}/reports/risk_ranking_sess-a.html", "w") as handle:
+    handle.write("<h1>Ward risk ranking</h1>\n")
+with open(f"{INSTANCE}/conversation_history/sess-a.json", "w") as handle:
+    handle.write('[{"role": "user", "content": "rank the wards"}]\n')
+with open(f"{INSTANCE}/flask_session/2029f1c7a8d2", "w") as handle:
+    handle.write("a login session: never in a backup\n")
 with open(f"{INSTANCE}/logs/gunicorn-error.log", "w") as handle:
     handle.write("started\n")
 

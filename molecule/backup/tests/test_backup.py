@@ -43,6 +43,10 @@ EXPECTED_DATABASES = {
     "interactions.db", "users.db", "survey.db", "prepost_test.db",
     "uploads/sess-a/tpr_precomputed.db", "memory/conversation_cache.sqlite",
 }
+# The directories archived (backup_archive_dirs' default) and the user files they hold.
+ARCHIVED = ["uploads", "reports", "exports", "conversation_history", "memory"]
+USER_FILES = ["uploads/sess-a/data.csv", "uploads/sess-b/shapes.zip", "reports/risk_ranking_sess-a.html",
+              "conversation_history/sess-a.json"]
 SECRETS = [
     "molecule-secret-key-4f1c9a", "sk-molecule-openai-77ab12", "molecule-admin-key-9e3d",
     "molecule-redis-pass-55c0", "molecule-db-pass-31aa",
@@ -194,7 +198,8 @@ def test_every_database_and_the_uploads_archive_are_in_s3(good_run):
     keys = set(good_run["objects"])
     databases = {key[len("databases/"):] for key in keys if key.startswith("databases/")}
     assert databases == EXPECTED_DATABASES
-    assert "archives/uploads.tar.gz" in keys
+    archives = {key for key in keys if key.startswith("archives/")}
+    assert archives == {f"archives/{name}.tar.gz" for name in ARCHIVED}
     assert "manifest.json" in keys
     assert "exports/notes.db" not in databases  # a .db that is not SQLite is no database
 
@@ -241,10 +246,13 @@ def test_copies_equal_the_local_copies_and_hold_the_rows_of_the_wal(host, good_r
     conn.close()
 
 
-def test_uploads_archive_holds_the_uploads_but_not_the_databases(good_run):
-    with tarfile.open(fileobj=io.BytesIO(good_run["objects"]["archives/uploads.tar.gz"]), mode="r:gz") as archive:
-        names = {member.name for member in archive.getmembers() if member.isfile()}
-    assert names == {"uploads/sess-a/data.csv", "uploads/sess-b/shapes.zip"}
+def test_the_archives_hold_the_users_files_but_not_the_databases(good_run):
+    held = set()
+    for name in ARCHIVED:
+        with tarfile.open(fileobj=io.BytesIO(good_run["objects"][f"archives/{name}.tar.gz"]), mode="r:gz") as archive:
+            held |= {member.name for member in archive.getmembers() if member.isfile()}
+    # memory/ holds only a database (copied as one); the login sessions and logs stay out.
+    assert held == set(USER_FILES) | {"exports/notes.db"}
 
 
 def test_no_secret_value_is_uploaded(good_run):
@@ -336,8 +344,8 @@ def test_restored_databases_hold_the_live_source_data(host, target, restore_run,
     assert restored_dumps == source_dumps
 
 
-def test_restored_uploads_equal_the_source(host, target, restore_run):
-    names = ["uploads/sess-a/data.csv", "uploads/sess-b/shapes.zip"]
+def test_restored_files_equal_the_source(host, target, restore_run):
+    names = USER_FILES
     restored = _sha256sums(target, [f"{RESTORED_INSTANCE}/{name}" for name in names])
     source = _sha256sums(host, [f"{INSTANCE}/{name}" for name in names])
     for name in names:
