@@ -21,7 +21,7 @@ SETTINGS = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "MOTO_ACM_VALIDATION_WAIT"
 def private_emulator(log: Path, **settings: str):
     """A moto server of the caller's own on a free port, with SETTINGS updated by `settings`;
     yields the environment of an Ansible or boto3 run against it (dummy credentials)."""
-    with moto_server(log, **SETTINGS, **settings) as endpoint:
+    with moto_server(log, **{**SETTINGS, **settings}) as endpoint:
         yield base_env(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
                        AWS_SECRET_ACCESS_KEY="testing",  # pragma: allowlist secret
                        AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION)
