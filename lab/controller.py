@@ -105,9 +105,11 @@ class Controller:
     # --- instances -----------------------------------------------------------------
 
     def containers(self) -> set[str]:
+        """The lab's instance containers: named after their instance-id label (a container of a
+        golden image run by hand inherits the lab's labels, with an empty instance id)."""
         out = podman("ps", "-a", "--filter", f"label={self.settings.label}={self.settings.network}",
-                     "--filter", f"label={INSTANCE_LABEL}", "--format", "{{.Names}}").stdout
-        return set(out.split())
+                     "--format", f'{{{{.Names}}}} {{{{index .Labels "{INSTANCE_LABEL}"}}}}').stdout
+        return {fields[0] for fields in map(str.split, out.splitlines()) if len(fields) == 2 and fields[0] == fields[1]}
 
     def reconcile(self) -> None:
         with self.lock:
