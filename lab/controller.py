@@ -9,7 +9,9 @@ directly:
   the container of an instance that is stopped or terminated is removed;
 - CreateImage leaves the AMI `pending` while the source instance's container is stopped,
   committed as localhost/chatmrpt-golden:<AMI id> and started again, then `available`, as
-  EC2 snapshots an instance; DeregisterImage removes that local image.
+  EC2 snapshots an instance; DeregisterImage removes that local image;
+- HAProxy, the ALB's stand-in, follows the target group, and the emulator reports HAProxy's
+  health checks as the targets' health (lab/loadbalancer.py).
 Everything it does goes to the log file it is given.
 """
 
@@ -23,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from loadbalancer import LoadBalancer
 
 GOLDEN_REPOSITORY = "localhost/chatmrpt-golden"
 INSTANCE_LABEL = "io.chatmrpt.instance-id"
@@ -39,6 +43,7 @@ class Settings:
     label: str  # the lab's container label; its value is the lab's name (= network)
     ssh_public_key: Path
     base_image: str
+    lb_port: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Controller:
         self.lock = threading.Lock()  # one podman change at a time: reconciling or imaging
         self.heartbeat = settings.state_dir / "controller.heartbeat"
         self.stopping = threading.Event()
+        self.balancer = LoadBalancer(settings.state_dir, settings.lb_port)
 
     # --- instances -----------------------------------------------------------------
 
@@ -168,6 +174,7 @@ class Controller:
         while not self.stopping.is_set():
             try:
                 self.reconcile()
+                self.balancer.follow()
             except Exception:  # noqa: BLE001 - a failed pass is logged and retried, never fatal
                 log.exception("reconcile failed; retrying")
             self.heartbeat.touch()
@@ -219,6 +226,7 @@ class Controller:
 
         EC2Backend.create_image = create_image_and_local_image
         EC2Backend.deregister_image = deregister_image_and_local_image
+        self.balancer.hook_moto()
 
 
 def start(settings: Settings, log_file: Path) -> Controller:

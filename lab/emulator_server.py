@@ -26,6 +26,7 @@ def start_controller(settings_file: Path) -> None:
     controller.start(controller.Settings(
         state_dir=Path(settings["state_dir"]), network=settings["network"], label=settings["label"],
         ssh_public_key=Path(settings["ssh_public_key"]), base_image=settings["base_image"],
+        lb_port=settings["lb_port"],
     ), Path(settings["log_file"]))
 
 

@@ -50,6 +50,7 @@ PG_BIN = Path(os.environ.get("LAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SUPERUSER = "chatmrpt_master"  # stands in for the RDS master user
 VENV_BIN = Path(sys.executable).parent
 CONTAINERS_CONF = str(ROOT / "lab" / "containers.conf")
+LAB_BASE_REPOSITORY = "localhost/chatmrpt-lab-base"  # tag = the lab's name: this lab's base image
 
 
 def log(message: str) -> None:
@@ -99,7 +100,7 @@ def moto_up(base_image: str) -> None:
            "CONTAINERS_CONF": CONTAINERS_CONF}
     settings = STATE / "controller.json"
     settings.write_text(json.dumps({
-        "state_dir": str(STATE), "network": NETWORK, "label": LABEL, "base_image": base_image,
+        "state_dir": str(STATE), "network": NETWORK, "label": LABEL, "base_image": base_image, "lb_port": LB_PORT,
         "ssh_public_key": str(STATE / "ssh" / "id_ed25519.pub"), "log_file": str(STATE / "controller.log"),
     }, indent=2) + "\n")
     with open(STATE / "moto.log", "ab") as logfile:
@@ -212,12 +213,13 @@ def redis_down() -> None:
 # --- HAProxy, the stand-in for the ALB ------------------------------------------------------
 
 def lb_up() -> None:
-    """HAProxy in master-worker mode; playbooks/lab_loadbalancer.yml writes its backends from
-    the target group and reloads it (SIGUSR2), so it follows registrations as the ALB does."""
+    """HAProxy in master-worker mode; the lab controller writes its backends from the target
+    group and reloads it (SIGUSR2), so it follows registrations as the ALB does
+    (lab/loadbalancer.py)."""
     config = STATE / "haproxy.cfg"
     if not config.exists():
         config.write_text(
-            "# Replaced by playbooks/lab_loadbalancer.yml from the target group.\n"
+            "# Replaced by the lab controller (lab/loadbalancer.py) from the target group.\n"
             f"global\n  maxconn 256\n  stats socket {STATE}/haproxy.sock mode 600 level admin\n"
             "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n"
             f"frontend app\n  bind 127.0.0.1:{LB_PORT}\n  default_backend app\n"
@@ -275,13 +277,20 @@ def listen_addresses() -> list[str]:
     return ["127.0.0.1", bridge_and_gateway()[1]]
 
 
+def lab_base_image() -> str:
+    return f"{LAB_BASE_REPOSITORY}:{NETWORK}"
+
+
 def image_up() -> str:
-    """Builds the base image if its recipe changed; returns its recipe's tag, which the
-    controller starts instances from (`latest` may be retagged by another lab's recipe)."""
+    """Builds the base image if its recipe changed and tags it for this lab, the image the
+    controller starts instances of non-golden AMIs from: `latest` and the recipe's tag may be
+    retagged or removed by a lab of another checkout (build.sh removes other recipes)."""
     out = subprocess.run([str(ROOT / "lab" / "image" / "build.sh")], check=True, text=True, stdout=subprocess.PIPE,
                          env={**os.environ, "CONTAINERS_CONF": CONTAINERS_CONF}).stdout
     print(out, end="", flush=True)
-    return next(word for word in reversed(out.split()) if word.startswith("localhost/"))
+    built = next(word for word in reversed(out.split()) if word.startswith("localhost/"))
+    run("podman", "tag", built, lab_base_image())
+    return lab_base_image()
 
 
 def sample_app_archive() -> None:
@@ -403,6 +412,7 @@ def cmd_down() -> int:
         run("podman", "rm", "-f", "-t", "5", name, check=False)
     for image in lab_golden_images():  # other labs' images carry their own lab name
         run("podman", "rmi", image, check=False)
+    run("podman", "rmi", lab_base_image(), check=False)  # only this lab's tag: the base image stays
     if run("podman", "network", "exists", NETWORK, check=False).returncode == 0:
         bridge = bridge_and_gateway()[0]
         run("podman", "network", "rm", "-f", NETWORK, check=False)
