@@ -10,9 +10,11 @@ HAProxy on 127.0.0.1:8080 stands in for the ALB and follows the target group. Th
 emulator, PostgreSQL and Redis listen on the loopback and on the lab bridge's gateway (the
 instances' host.containers.internal) only, never on every interface.
 The playbooks never learn that this is not AWS: they only see AWS_ENDPOINT_URL and
-dummy credentials, exported by `lab.py env`. The EC2 instances of the `local`
-environment are podman containers that playbooks/lab_instances.yml starts, one per
-instance in the emulator, labelled so that `down` finds them. Ansible reaches them over
+dummy credentials, exported by `lab.py env`. The EC2 instances are podman containers
+that the lab controller (lab/controller.py, in the emulator's process) keeps in step with
+the emulator, as AWS does: one per running instance, booted by cloud-init with its user
+data, removed when the instance goes; CreateImage commits the instance's container as the
+AMI's local image. They are labelled so that `down` finds them. Ansible reaches them over
 SSH, as the user `admin` of the base image with the lab's own key (`.lab/ssh/id_ed25519`),
 as it would reach EC2 instances with their key pair.
 """
@@ -48,6 +50,7 @@ PG_BIN = Path(os.environ.get("LAB_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SUPERUSER = "chatmrpt_master"  # stands in for the RDS master user
 VENV_BIN = Path(sys.executable).parent
 CONTAINERS_CONF = str(ROOT / "lab" / "containers.conf")
+LAB_BASE_REPOSITORY = "localhost/chatmrpt-lab-base"  # tag = the lab's name: this lab's base image
 
 
 def log(message: str) -> None:
@@ -85,7 +88,7 @@ def pid_alive(pidfile: Path) -> int | None:
 
 # --- the AWS emulator ------------------------------------------------------------------
 
-def moto_up() -> None:
+def moto_up(base_image: str) -> None:
     pidfile = STATE / "moto.pid"
     if pid_alive(pidfile) and port_open(MOTO_PORT):
         return
@@ -93,15 +96,22 @@ def moto_up() -> None:
         raise SystemExit(f"lab: port {MOTO_PORT} is taken by another program; set LAB_MOTO_PORT")
     # Managed policies (CloudWatchAgentServerPolicy...) exist as in AWS; path-style S3 only, or
     # moto reads `host.containers.internal` as a bucket name.
-    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true",
+           "CONTAINERS_CONF": CONTAINERS_CONF}
+    settings = STATE / "controller.json"
+    settings.write_text(json.dumps({
+        "state_dir": str(STATE), "network": NETWORK, "label": LABEL, "base_image": base_image, "lb_port": LB_PORT,
+        "ssh_public_key": str(STATE / "ssh" / "id_ed25519.pub"), "log_file": str(STATE / "controller.log"),
+    }, indent=2) + "\n")
     with open(STATE / "moto.log", "ab") as logfile:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "lab" / "emulator_server.py"), str(MOTO_PORT), *listen_addresses()],
+            [sys.executable, str(ROOT / "lab" / "emulator_server.py"), "--controller", str(settings),
+             str(MOTO_PORT), *listen_addresses()],
             stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     pidfile.write_text(str(proc.pid))
     wait_for(lambda: port_open(MOTO_PORT), "the AWS emulator")
-    log(f"AWS emulator listening on port {MOTO_PORT}")
+    log(f"AWS emulator listening on port {MOTO_PORT}, the lab controller following it (log: {STATE / 'controller.log'})")
 
 
 # --- PostgreSQL, the stand-in for RDS -----------------------------------------------------
@@ -203,12 +213,13 @@ def redis_down() -> None:
 # --- HAProxy, the stand-in for the ALB ------------------------------------------------------
 
 def lb_up() -> None:
-    """HAProxy in master-worker mode; playbooks/lab_loadbalancer.yml writes its backends from
-    the target group and reloads it (SIGUSR2), so it follows registrations as the ALB does."""
+    """HAProxy in master-worker mode; the lab controller writes its backends from the target
+    group and reloads it (SIGUSR2), so it follows registrations as the ALB does
+    (lab/loadbalancer.py)."""
     config = STATE / "haproxy.cfg"
     if not config.exists():
         config.write_text(
-            "# Replaced by playbooks/lab_loadbalancer.yml from the target group.\n"
+            "# Replaced by the lab controller (lab/loadbalancer.py) from the target group.\n"
             f"global\n  maxconn 256\n  stats socket {STATE}/haproxy.sock mode 600 level admin\n"
             "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n"
             f"frontend app\n  bind 127.0.0.1:{LB_PORT}\n  default_backend app\n"
@@ -224,7 +235,7 @@ def lb_up() -> None:
 # --- the key pair of the lab's instances ---------------------------------------------------
 
 def ssh_key_up() -> None:
-    """The lab's key pair, the stand-in for an EC2 key pair: lab_instances.yml mounts the
+    """The lab's key pair, the stand-in for an EC2 key pair: the lab controller mounts the
     public key as the instances' authorized key, inventories/local connects with the private."""
     key = STATE / "ssh" / "id_ed25519"
     # Where inventories/local keeps one SSH control socket per instance.
@@ -266,9 +277,20 @@ def listen_addresses() -> list[str]:
     return ["127.0.0.1", bridge_and_gateway()[1]]
 
 
-def image_up() -> None:
-    subprocess.run([str(ROOT / "lab" / "image" / "build.sh")], check=True,
-                   env={**os.environ, "CONTAINERS_CONF": CONTAINERS_CONF})
+def lab_base_image() -> str:
+    return f"{LAB_BASE_REPOSITORY}:{NETWORK}"
+
+
+def image_up() -> str:
+    """Builds the base image if its recipe changed and tags it for this lab, the image the
+    controller starts instances of non-golden AMIs from: `latest` and the recipe's tag may be
+    retagged or removed by a lab of another checkout (build.sh removes other recipes)."""
+    out = subprocess.run([str(ROOT / "lab" / "image" / "build.sh")], check=True, text=True, stdout=subprocess.PIPE,
+                         env={**os.environ, "CONTAINERS_CONF": CONTAINERS_CONF}).stdout
+    print(out, end="", flush=True)
+    built = next(word for word in reversed(out.split()) if word.startswith("localhost/"))
+    run("podman", "tag", built, lab_base_image())
+    return lab_base_image()
 
 
 def sample_app_archive() -> None:
@@ -322,11 +344,11 @@ def environment() -> dict[str, str]:
 
 def cmd_up() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
-    image_up()
+    base_image = image_up()
     sample_app_archive()
     ssh_key_up()
     network_up()
-    moto_up()
+    moto_up(base_image)
     pg_up()
     # RDS's master password and ElastiCache's AUTH token, where the estate reads them
     store_secret_once("/chatmrpt/local/database/master-password", STATE / "pg" / "master-password")
@@ -355,6 +377,7 @@ def cmd_status() -> int:
         "Redis": pid_alive(STATE / "redis" / "redis.pid") is not None and port_open(REDIS_PORT),
         "load balancer": pid_alive(STATE / "haproxy.pid") is not None and port_open(LB_PORT),
         "podman network": run("podman", "network", "exists", NETWORK, check=False).returncode == 0,
+        "lab controller": controller_alive(),
     }
     for name, ok in checks.items():
         print(f"{name:16} {'up' if ok else 'down'}")
@@ -364,25 +387,36 @@ def cmd_status() -> int:
     return 0 if all(checks.values()) else 1
 
 
+def controller_alive() -> bool:
+    """The controller marks each pass over the emulator's instances (about every second)."""
+    try:
+        return time.time() - (STATE / "controller.heartbeat").stat().st_mtime < 15
+    except FileNotFoundError:
+        return False
+
+
 def lab_golden_images() -> list[str]:
-    """The golden images playbooks/golden_ami.yml committed in this lab (labelled with its name)."""
+    """The golden images the lab controller committed for CreateImage (labelled with the lab's name)."""
     out = run("podman", "images", "--filter", f"label={LABEL}={NETWORK}", "--filter",
               "reference=localhost/chatmrpt-golden", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
     return sorted(set(out.split()))
 
 
 def cmd_down() -> int:
+    # The emulator first: its controller would start the instances' containers again.
+    pid = pid_alive(STATE / "moto.pid")
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+        wait_for(lambda: pid_alive(STATE / "moto.pid") is None, "the AWS emulator (stopping)")
     for name in lab_containers():
         run("podman", "rm", "-f", "-t", "5", name, check=False)
     for image in lab_golden_images():  # other labs' images carry their own lab name
         run("podman", "rmi", image, check=False)
+    run("podman", "rmi", lab_base_image(), check=False)  # only this lab's tag: the base image stays
     if run("podman", "network", "exists", NETWORK, check=False).returncode == 0:
         bridge = bridge_and_gateway()[0]
         run("podman", "network", "rm", "-f", NETWORK, check=False)
         run("ip", "link", "del", bridge, check=False)  # (the lab made it; podman may have removed it)
-    pid = pid_alive(STATE / "moto.pid")
-    if pid:
-        os.killpg(pid, signal.SIGTERM)
     pid = pid_alive(STATE / "haproxy.pid")
     if pid:
         os.kill(pid, signal.SIGTERM)

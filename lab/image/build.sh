@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the local base image (Debian 12 + systemd + python3), the stand-in for the
+# Builds the local base image (Debian 12 + systemd + python3 + cloud-init), the stand-in for the
 # EC2 base AMI. The image tag carries a hash of its recipe, so it is rebuilt only when
 # this script, the package list, the bytecode cache or the host's extra CA certificates
 # change.
@@ -12,7 +12,7 @@ image="${LAB_BASE_IMAGE:-localhost/chatmrpt-base}"
 # Extra CA certificates of this host (TLS-inspecting proxies): the image trusts them too.
 shopt -s nullglob
 ca_files=(/usr/local/share/ca-certificates/*.crt)
-recipe_hash="$(cat "$0" "$here/packages.txt" "$here/chatmrpt_zip_bytecode.py" "${ca_files[@]}" | sha256sum | cut -c1-12)"
+recipe_hash="$(cat "$0" "$here/packages.txt" "$here/chatmrpt_zip_bytecode.py" "$here/cloud-nocloud.cfg" "${ca_files[@]}" | sha256sum | cut -c1-12)"
 
 if podman image exists "$image:$recipe_hash"; then
   podman tag "$image:$recipe_hash" "$image:latest"
@@ -36,6 +36,9 @@ fi
 # (chatmrpt_zip_bytecode.py says why); the modules run the same, only faster.
 hooks+=(--customize-hook="copy-in $here/chatmrpt_zip_bytecode.py /usr/lib/python3/dist-packages")
 hooks+=(--customize-hook="echo 'import chatmrpt_zip_bytecode' > \"\$1/usr/lib/python3/dist-packages/chatmrpt-zip-bytecode.pth\"")
+# cloud-init reads the NoCloud seed the lab controller gives each instance (cloud-nocloud.cfg).
+hooks+=(--customize-hook="copy-in $here/cloud-nocloud.cfg /etc/cloud/cloud.cfg.d")
+hooks+=(--customize-hook="mv \"\$1/etc/cloud/cloud.cfg.d/cloud-nocloud.cfg\" \"\$1/etc/cloud/cloud.cfg.d/90-chatmrpt-lab.cfg\"")
 # A machine-id is generated at first boot; clean apt lists keep the image small.
 hooks+=(--customize-hook="rm -f \"\$1/etc/machine-id\"; touch \"\$1/etc/machine-id\"")
 # As on an EC2 AMI: the login user `admin` with passwordless sudo, whose authorized key the

@@ -112,6 +112,63 @@ def test_the_lab_services_listen_on_the_loopback_and_the_lab_bridge_only(local_e
     assert listening(env["CHATMRPT_LAB_LB_PORT"]) == ["127.0.0.1"]
 
 
+def ec2_client(env: dict[str, str]):
+    import boto3
+
+    return boto3.client("ec2", region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def in_container(env: dict[str, str], name: str, *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", "exec", name, *cmd], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_app_instances_ran_their_user_data_through_cloud_init(local_estate):
+    """The controller booted each app instance with the user data aws_compute gave it
+    (roles/aws_compute/templates/user_data.sh.j2), through real cloud-init."""
+    env = local_estate.env
+    app = [i["InstanceId"] for r in ec2_client(env).describe_instances(Filters=[
+        {"Name": "tag:Role", "Values": ["app"]}, {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+        for i in r["Instances"]]
+    assert app
+    for instance_id in app:
+        status = in_container(env, instance_id, "cloud-init", "status", "--long")
+        assert "status: done" in status.stdout, status.stdout + status.stderr
+        recorded = in_container(env, instance_id, "cat", "/etc/chatmrpt/environment").stdout
+        assert "CHATMRPT_ENVIRONMENT=local" in recorded, recorded
+
+
+def test_an_instance_started_through_the_emulator_alone_gets_a_container_and_loses_it(local_estate):
+    """Only the emulator's API: RunInstances gives a container (its private IP, its user data
+    run by cloud-init at boot); TerminateInstances removes it, as EC2 would."""
+    env, ec2 = local_estate.env, ec2_client(local_estate.env)
+    subnet = ec2.describe_subnets(Filters=[{"Name": "tag:Environment", "Values": ["local"]}])["Subnets"][0]["SubnetId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    script = "#!/bin/bash\necho ran by cloud-init as $(cloud-init query v1.instance_id) > /root/user-data-ran\n"
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, UserData=script,
+                                 TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                     {"Key": "Name", "Value": "controller-test"}]}])["Instances"][0]
+    instance_id = instance["InstanceId"]
+    try:
+        marker = until(lambda: in_container(env, instance_id, "cat", "/root/user-data-ran").stdout, timeout=120)
+        assert marker.strip() == f"ran by cloud-init as {instance_id}"
+        address = sh("podman", "inspect", instance_id, "--format",
+                     "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}").stdout.strip()
+        assert address == instance["PrivateIpAddress"]
+        assert "status: done" in in_container(env, instance_id, "cloud-init", "status", "--wait").stdout
+    finally:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    assert until(lambda: sh("podman", "container", "exists", instance_id).returncode == 1, timeout=30)
+    log = (Path(env["CHATMRPT_LAB_STATE_DIR"]) / "controller.log").read_text()
+    assert f"started {instance_id}" in log and f"removed {instance_id}" in log, log[-2000:]
+
+
+def test_lab_status_shows_the_controller(local_estate):
+    status = sh(*LAB, "status")
+    assert status.returncode == 0, status.stdout
+    assert re.search(r"^lab controller +up$", status.stdout, re.MULTILINE), status.stdout
+
+
 @pytest.mark.estate_teardown
 def test_lab_down_leaves_nothing(local_estate):
     lab, env = local_estate.lab, local_estate.env
