@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,35 @@ import pytest
 import yaml
 
 SCENARIO = Path(__file__).resolve().parent.parent
+ROOT = SCENARIO.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import PlaybookRun, base_env  # noqa: E402
+
+RELEASE_PARAMETER = "/chatmrpt/molecule/release"
+APP = "/srv/chatmrpt/ChatMRPT"
+# Role deploy's `record` entry point as playbooks/deploy.yml runs it after a rollout: two
+# hosts deployed or up to date with the release, an Auto Scaling group's instance skipped.
+RECORD = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.add_host:
+        name: "{{ item.name }}"
+        groups: role_app
+        app_release_status: {target: "{{ item.target }}"}
+        __deploy_action: "{{ item.action }}"
+      loop:
+        - {name: app-1, target: "{{ release }}", action: deploy}
+        - {name: app-2, target: "{{ release }}", action: keep}
+        - {name: asg-1, target: an-old-release, action: skip}
+    - ansible.builtin.include_role:
+        name: deploy
+        tasks_from: record
+      vars:
+        deploy_release_parameter: /chatmrpt/molecule/release
+        deploy_region: us-east-2
+"""
 USER = "chatmrpt"
 SHARED = "/srv/chatmrpt/chatmrpt_shared"
 PREFIX = "/chatmrpt/molecule/app"
@@ -43,6 +74,36 @@ def ssm():
 
 def _endpoint() -> str:
     return f"http://127.0.0.1:{Path(os.environ['MOLECULE_EPHEMERAL_DIRECTORY'], 'moto.port').read_text().strip()}"
+
+
+def _record(tmp_path: Path, release: str) -> PlaybookRun:
+    play = tmp_path / "record.yml"
+    play.write_text(RECORD)
+    env = base_env(AWS_ENDPOINT_URL=_endpoint(), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                   ANSIBLE_ROLES_PATH=str(ROOT / "roles"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(play),
+                           "-e", f"release={release}", "-e", f"ansible_python_interpreter={sys.executable}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def release(host, ssm, tmp_path_factory) -> str:
+    """The release the host runs, recorded as a finished deploy records it."""
+    current = os.path.basename(host.file(APP).linked_to)
+    tmp = tmp_path_factory.mktemp("record")
+    first = _record(tmp, current)
+    assert first.returncode == 0, first.output[-3000:]
+    assert "deploy : Record the release of the environment" in first.changed_tasks(), first.output[-3000:]
+    assert ssm.get_parameter(Name=RELEASE_PARAMETER)["Parameter"]["Value"] == current
+    again = _record(tmp, current)
+    assert again.returncode == 0, again.output[-3000:]
+    assert "deploy : Record the release of the environment" not in again.changed_tasks(), again.output[-3000:]
+    return current
+
+
+def test_the_deploy_records_the_release_of_its_hosts(release, ssm):
+    assert ssm.get_parameter(Name=RELEASE_PARAMETER)["Parameter"]["Type"] == "String"
 
 
 def _metric(host, start: dt.datetime) -> list[float]:
@@ -82,7 +143,7 @@ def _healthy(host) -> dict:
     raise AssertionError(f"/health never answered: {result.stderr}")
 
 
-def test_a_fresh_instance_renders_env_as_the_role_and_serves(host, ssm):
+def test_a_fresh_instance_renders_env_as_the_role_and_serves(host, ssm, release):
     rendered = host.check_output(f"sudo cat {SHARED}/.env")
     since = _as_a_fresh_instance(host)
     start = dt.datetime.now(dt.timezone.utc)
@@ -98,11 +159,12 @@ def test_a_fresh_instance_renders_env_as_the_role_and_serves(host, ssm):
     assert host.file(f"{SHARED}/instance/logs/gunicorn-error.log").exists
     journal = _journal(host, since)
     assert f"wrote {SHARED}/.env" in journal, journal
+    assert f"release {release} is the one recorded in {RELEASE_PARAMETER}" in journal, journal
     assert not [value for value in SECRETS.values() if value in journal]
     assert _metric(host, start) == [0.0]
 
 
-def test_a_missing_parameter_keeps_the_app_stopped_and_says_which(host, ssm):
+def test_a_missing_parameter_keeps_the_app_stopped_and_says_which(host, ssm, release):
     ssm.delete_parameter(Name=f"{PREFIX}/OPENAI_API_KEY")
     try:
         since = _as_a_fresh_instance(host)
@@ -126,3 +188,27 @@ def test_a_missing_parameter_keeps_the_app_stopped_and_says_which(host, ssm):
         host.check_output("sudo systemctl start chatmrpt")
     assert _healthy(host)["overall"] == "healthy"
 
+
+@pytest.mark.parametrize("recorded, message", [
+    ("0123456789ab", "release mismatch: the image has release {release}, the environment records 0123456789ab"),
+    (None, "no release recorded in SSM parameter /chatmrpt/molecule/release"),
+], ids=["another-release", "none-recorded"])
+def test_a_release_other_than_the_recorded_one_is_refused(host, ssm, release, recorded, message):
+    if recorded is None:
+        ssm.delete_parameter(Name=RELEASE_PARAMETER)
+    else:
+        ssm.put_parameter(Name=RELEASE_PARAMETER, Value=recorded, Type="String", Overwrite=True)
+    try:
+        since = _as_a_fresh_instance(host)
+        start = dt.datetime.now(dt.timezone.utc)
+        assert host.run("sudo systemctl start chatmrpt").rc != 0
+        assert host.run("systemctl is-active chatmrpt").stdout.strip() != "active"
+        assert not host.file(f"{SHARED}/.env").exists
+        journal = _journal(host, since)
+        assert message.format(release=release) in journal, journal
+        assert 1.0 in _metric(host, start)
+    finally:
+        ssm.put_parameter(Name=RELEASE_PARAMETER, Value=release, Type="String", Overwrite=True)
+        host.run("sudo systemctl reset-failed chatmrpt-boot chatmrpt")
+        host.check_output("sudo systemctl start chatmrpt")
+    assert _healthy(host)["overall"] == "healthy"

@@ -98,6 +98,24 @@ def collect_secrets(spec: dict, values: dict[str, str]) -> dict[str, str]:
     return secrets
 
 
+def check_release(spec: dict, values: dict[str, str]) -> None:
+    """One release, recorded: the release baked in the image (what app_path links to) must be
+    the one the environment's last finished deploy recorded; this instance refuses another."""
+    parameter = spec.get("release_parameter")
+    if not parameter:
+        return
+    app_path = spec["app_path"]
+    baked = os.path.basename(os.path.realpath(app_path)) if os.path.islink(app_path) else ""
+    recorded = values.get(parameter, "").strip()
+    if not recorded:
+        raise BootError(f"no release recorded in SSM parameter {parameter} (a finished deploy records it): "
+                        f"this instance, of release {baked or 'none'}, serves no unrecorded release")
+    if recorded != baked:
+        raise BootError(f"release mismatch: the image has release {baked or 'none'}, the environment records "
+                        f"{recorded} (SSM parameter {parameter}); build a golden image of {recorded}")
+    log(f"release {baked} is the one recorded in {parameter}")
+
+
 def quote(value: str) -> str:
     """env.j2's quote macro."""
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -171,7 +189,8 @@ def configure(spec: dict, aws) -> None:
     check_files(spec)
     values = read_parameters(aws.client("ssm", endpoint_url=endpoint),
                              [*spec["secrets"].values(), *spec["optional_secrets"].values(),
-                              *spec["parameters"].values()])
+                              *spec["parameters"].values(), *filter(None, [spec.get("release_parameter")])])
+    check_release(spec, values)
     secrets = collect_secrets(spec, values)
     make_directories(spec)
     write_file(spec["env_file"], render_env(spec, secrets), spec["owner"], spec["group"], 0o600)
