@@ -70,3 +70,16 @@ def test_a_release_other_than_the_recorded_one_is_refused(tmp_path):
     with pytest.raises(boot.BootError, match="no release recorded in SSM parameter /p/release"):
         boot.check_release(checked, {})
     boot.check_release(spec(release_parameter=""), {})  # no parameter: no check
+
+
+def test_other_roles_per_host_files_get_the_instance_id(tmp_path):
+    import grp
+    import os
+    import pwd
+
+    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    target = tmp_path / "backup.ini"
+    boot.write_host_files({"files": [{"path": str(target), "content": "host = @INSTANCE_ID@\n", "owner": user,
+                                      "group": group, "mode": "0640"}]}, "i-0abc")
+    assert target.read_text() == "host = i-0abc\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o640"

@@ -55,7 +55,7 @@ SHARED = "/srv/chatmrpt/chatmrpt_shared"
 PREFIX = "/chatmrpt/molecule/app"
 SECRETS = yaml.safe_load((SCENARIO / "vars" / "app.yml").read_text())["app_secret_env"]
 # What golden_ami_clean_paths removes under the app's paths (group_vars/all/golden_ami.yml).
-CLEANED = [f"{SHARED}/.env", f"{SHARED}/instance", f"{SHARED}/app/static/visualizations"]
+CLEANED = ["/etc/chatmrpt-boot-test.ini", f"{SHARED}/.env", f"{SHARED}/instance", f"{SHARED}/app/static/visualizations"]
 DIRECTORIES = [f"{SHARED}/instance", f"{SHARED}/instance/logs", f"{SHARED}/app/static/visualizations"]
 
 
@@ -159,6 +159,9 @@ def test_a_fresh_instance_renders_env_as_the_role_and_serves(host, ssm, release)
     assert host.file(f"{SHARED}/instance/logs/gunicorn-error.log").exists
     journal = _journal(host, since)
     assert f"wrote {SHARED}/.env" in journal, journal
+    written = host.file("/etc/chatmrpt-boot-test.ini")
+    assert (written.user, written.group, written.mode) == ("root", USER, 0o640)
+    assert host.check_output("sudo cat /etc/chatmrpt-boot-test.ini") == f"host = {host.check_output('hostname')}"
     assert f"release {release} is the one recorded in {RELEASE_PARAMETER}" in journal, journal
     assert not [value for value in SECRETS.values() if value in journal]
     assert _metric(host, start) == [0.0]

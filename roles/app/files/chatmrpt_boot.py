@@ -26,6 +26,8 @@ import urllib.request
 PROGRAM = "chatmrpt-boot"
 METRIC = "BootConfigurationFailed"
 IMDS = "http://169.254.169.254/latest"
+# Replaced by the instance's id in the contents of the spec's `files`.
+INSTANCE_ID_MARK = "@INSTANCE_ID@"
 
 
 class BootError(Exception):
@@ -150,6 +152,15 @@ def with_suppressed(func, *args) -> None:
         pass
 
 
+def write_host_files(spec: dict, host: str) -> None:
+    """Other roles' per-host settings the image's clean removed (the backup configuration),
+    as the roles render them, with this instance's id for INSTANCE_ID_MARK."""
+    for item in spec.get("files", []):
+        write_file(item["path"], item["content"].replace(INSTANCE_ID_MARK, host), item["owner"], item["group"],
+                   int(str(item["mode"]), 8))
+        log(f"wrote {item['path']}")
+
+
 def make_directories(spec: dict) -> None:
     uid, gid = pwd.getpwnam(spec["owner"]).pw_uid, grp.getgrnam(spec["group"]).gr_gid
     for path in spec["directories"]:
@@ -184,14 +195,15 @@ def publish(aws, spec: dict, host: str, failed: bool) -> None:
         log(f"could not publish the {METRIC} metric: {type(exc).__name__}: {exc}")
 
 
-def configure(spec: dict, aws) -> None:
+def configure(spec: dict, aws, host: str) -> None:
     endpoint = spec.get("endpoint_url") or None
-    check_files(spec)
     values = read_parameters(aws.client("ssm", endpoint_url=endpoint),
                              [*spec["secrets"].values(), *spec["optional_secrets"].values(),
                               *spec["parameters"].values(), *filter(None, [spec.get("release_parameter")])])
     check_release(spec, values)
     secrets = collect_secrets(spec, values)
+    write_host_files(spec, host)
+    check_files(spec)
     make_directories(spec)
     write_file(spec["env_file"], render_env(spec, secrets), spec["owner"], spec["group"], 0o600)
     log(f"wrote {spec['env_file']} ({len(secrets)} settings from SSM Parameter Store)")
@@ -209,7 +221,7 @@ def main(argv: list[str]) -> int:
     aws = None
     try:
         aws = session(spec, host)
-        configure(spec, aws)
+        configure(spec, aws, host)
     except BootError as exc:
         log(f"FAILED: {exc}; {spec['service']} is not started")
         if aws is not None:
