@@ -148,7 +148,7 @@ PATH = re.compile(r"(?:`|\()((?:\.\./)?(?:roles|playbooks|inventories|group_vars
                   r"benchmarks|docs|requirements)/[A-Za-z0-9_./<>*-]*[A-Za-z0-9_/*-])")
 MAKE = re.compile(r"`make ([a-z-]+)")
 PREFIXES = ("app_", "aws_", "backup_", "base_", "cloudwatch_agent_", "postgres_client_", "chatmrpt_", "deploy_",
-            "golden_ami_", "recovery_", "restore_", "migration_", "asg_move_", "teardown_", "drift_check_")
+            "golden_ami_", "recovery_", "restore_", "migration_", "asg_move_", "teardown_", "drift_check_", "outputs_")
 
 
 def defined_names() -> str:

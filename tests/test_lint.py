@@ -85,7 +85,8 @@ def test_checkov_clean():
     assert report["summary"]["parsing_errors"] == 0, results.get("parsing_errors")
     checks = {key: results.get(key, []) for key in ("passed_checks", "failed_checks", "skipped_checks")}
     scanned = {check["file_path"].split("/")[1] for found in checks.values() for check in found}
-    assert {"playbooks", "roles"} <= scanned, f"checkov found no tasks in playbooks/ or roles/: {scanned}"
+    # The tasks live in roles/ (the playbooks only import roles, which checkov has no check for).
+    assert "roles" in scanned, f"checkov found no tasks in roles/: {scanned}"
 
     def where(check: dict) -> str:
         return f"{check['check_id']} {check['file_path'].lstrip('/')}:{check['file_line_range'][0]} {check['resource']}"
