@@ -18,6 +18,25 @@ from pathlib import Path
 from moto.server import ThreadedMotoServer
 
 
+def mend_launch_template_versions() -> None:
+    """moto 5.x keeps the UserData of CreateLaunchTemplateVersion as the raw string, where
+    CreateLaunchTemplate wraps it (parse_user_data): an Auto Scaling group that launches from
+    such a version (the golden image's, aws_compute's entry point `template`) then fails with
+    HTTP 500 (an assert in LaunchTemplateVersion.user_data). EC2 keeps both the same way, so
+    the lab's emulator wraps it too."""
+    from moto.ec2.models.launch_templates import LaunchTemplate
+    from moto.ec2.utils import parse_user_data
+
+    create_version = LaunchTemplate.create_version
+
+    def create_version_with_parsed_user_data(self, data, description):
+        if isinstance(data.get("UserData"), str):
+            data = {**data, "UserData": parse_user_data(data["UserData"])}
+        return create_version(self, data, description)
+
+    LaunchTemplate.create_version = create_version_with_parsed_user_data
+
+
 def start_controller(settings_file: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import controller
@@ -32,6 +51,7 @@ def start_controller(settings_file: Path) -> None:
 
 def main(argv: list[str]) -> int:
     args = argv[1:]
+    mend_launch_template_versions()
     if args[0] == "--controller":
         start_controller(Path(args[1]))
         args = args[2:]

@@ -273,3 +273,76 @@ def test_local_estate_still_serves(local_build):
                                                           {"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
                for i in r["Instances"]]
     assert len(running) == 2
+
+
+# --------------------------------------------------------------------------------------
+# The Auto Scaling group's instances serve by themselves (issue #16): no playbook runs
+# between the steps. A deploy first records the release the hosts run (what the image was
+# built from); then the group's desired capacity is set in the emulator alone: the lab
+# controller boots each instance from the golden image with the launch template's user data
+# through cloud-init, the first-boot unit renders .env from SSM and starts the app, and the
+# load balancer's own health checks (HAProxy, reported as the target group's health) say
+# when it serves. The group is scaled back to 0 afterwards: the estate is as before.
+# --------------------------------------------------------------------------------------
+
+ASG = "ChatMRPT-Local-ASG"
+TARGET_GROUP = "ChatMRPT-Local-TG"
+
+
+def group_instances(autoscaling):
+    (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"]
+    return sorted(i["InstanceId"] for i in group["Instances"])
+
+
+def target_health(elbv2):
+    arn = elbv2.describe_target_groups(Names=[TARGET_GROUP])["TargetGroups"][0]["TargetGroupArn"]
+    found = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in found}
+
+
+@pytest.fixture(scope="module")
+def scaled(local_build):
+    run_ok(local_build["run"])
+    estate = local_build["estate"]
+    record = estate.playbook("playbooks/deploy.yml")
+    autoscaling, elbv2 = client(estate.env, "autoscaling"), client(estate.env, "elbv2")
+    start = time.monotonic()
+    autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=2)
+    instances, health = [], {}
+    deadline = start + 600
+    while time.monotonic() < deadline:
+        instances, health = group_instances(autoscaling), target_health(elbv2)
+        if len(instances) == 2 and all(health.get(i) == "healthy" for i in instances):
+            break
+        time.sleep(2)
+    serving_after = time.monotonic() - start
+    print(f"\nASG desired 0 -> 2: both instances healthy in the target group after {serving_after:.0f} s")
+    yield {"record": record, "instances": instances, "health": health, "seconds": serving_after,
+           "estate": estate, "env": estate.env}
+    autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=0)
+    deadline = time.monotonic() + 120
+    while group_instances(autoscaling) or set(instances) & set(target_health(elbv2)):
+        assert time.monotonic() < deadline, "the group's instances did not go away"
+        time.sleep(2)
+
+
+def test_a_deploy_records_the_release_the_image_was_built_from(scaled):
+    run_ok(scaled["record"])
+    ssm = client(scaled["env"], "ssm")
+    assert ssm.get_parameter(Name="/chatmrpt/local/release")["Parameter"]["Value"]
+
+
+def test_the_groups_instances_boot_from_the_golden_image_and_serve_with_no_playbook(scaled, local_build):
+    assert len(scaled["instances"]) == 2, scaled
+    assert all(scaled["health"][i] == "healthy" for i in scaled["instances"]), scaled["health"]
+    image = f"localhost/chatmrpt-golden:{local_build['new'][0]['ImageId']}"
+    for instance in scaled["instances"]:
+        used = podman("inspect", instance, "--format", "{{.ImageName}}", env=scaled["env"]).stdout.strip()
+        assert used == image, (instance, used)
+        booted = podman("exec", instance, "sh", "-c",
+                        "cloud-init status --long; systemctl is-active chatmrpt-boot chatmrpt; "
+                        "stat -c '%a %U' /srv/chatmrpt/chatmrpt_shared/.env; "
+                        "test -d /srv/chatmrpt/chatmrpt_shared/instance/logs && echo logs",
+                        check=False, env=scaled["env"]).stdout
+        assert "status: done" in booted and "active\nactive" in booted, booted
+        assert "600 chatmrpt" in booted and "logs" in booted, booted

@@ -1,0 +1,54 @@
+"""lab/emulator_server.py mends one moto defect that AWS does not have: the UserData of a
+launch template version made by CreateLaunchTemplateVersion (the golden image's, through
+aws_compute's entry point `template`) reaches the Auto Scaling group's instances. Each case
+runs in a fresh interpreter: the mend patches moto's class for the process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import ROOT
+
+SCALE_OUT = """
+import base64, sys
+sys.path.insert(0, sys.argv[1])
+if sys.argv[2] == "mended":
+    import emulator_server
+    emulator_server.mend_launch_template_versions()
+import boto3
+from moto import mock_aws
+
+with mock_aws():
+    ec2 = boto3.client("ec2", region_name="us-east-2")
+    autoscaling = boto3.client("autoscaling", region_name="us-east-2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    script = lambda n: base64.b64encode(f"#!/bin/sh\\necho {n}\\n".encode()).decode()
+    ec2.create_launch_template(LaunchTemplateName="tpl", LaunchTemplateData={"ImageId": image, "UserData": script(1)})
+    ec2.create_launch_template_version(LaunchTemplateName="tpl", LaunchTemplateData={"ImageId": image, "UserData": script(2)})
+    ec2.modify_launch_template(LaunchTemplateName="tpl", DefaultVersion="2")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="grp", LaunchTemplate={"LaunchTemplateName": "tpl", "Version": "$Default"},
+        MinSize=0, MaxSize=1, DesiredCapacity=0, AvailabilityZones=["us-east-2a"])
+    autoscaling.set_desired_capacity(AutoScalingGroupName="grp", DesiredCapacity=1)
+    (instance,) = autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"]
+    data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    print(base64.b64decode(data["UserData"]["Value"]).decode().split()[-1])
+"""
+
+
+def scale_out(mode: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SCALE_OUT, str(ROOT / "lab"), mode],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_groups_instance_gets_the_user_data_of_the_default_version():
+    proc = scale_out("mended")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "2"
+
+
+def test_moto_still_needs_the_mend():
+    """When moto fixes it, this fails: remove mend_launch_template_versions then."""
+    proc = scale_out("plain")
+    assert proc.returncode != 0 and "AssertionError" in proc.stderr, proc.stdout + proc.stderr[-2000:]
