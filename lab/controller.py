@@ -6,7 +6,8 @@ directly:
 - every pending or running instance gets a podman container (systemd inside) named after
   it, with its private IP on the lab network, started from the local image of its AMI, and
   booted by real cloud-init with the instance's user data (a NoCloud seed per instance);
-  the container of an instance that is stopped or terminated is removed;
+  the container of an instance that is stopped or terminated is removed, once the load
+  balancer has drained it;
 - CreateImage leaves the AMI `pending` while the source instance's container is stopped,
   committed as localhost/chatmrpt-golden:<AMI id> and started again, then `available`, as
   EC2 snapshots an instance; DeregisterImage removes that local image;
@@ -121,8 +122,13 @@ class Controller:
         with self.lock:
             wanted = {instance.instance_id: instance for instance in live_instances()}
             existing = self.containers()
-            # Removals first: the emulator may give a new instance a gone one's private IP.
-            for name in sorted(existing - set(wanted)):
+            # Removals first: the emulator may give a new instance a gone one's private IP. An
+            # instance the load balancer still drains keeps its container until its last
+            # request ended, as the Auto Scaling group terminates an instance after its
+            # target's deregistration delay.
+            with self.balancer.lock:
+                draining = set(self.balancer.draining)
+            for name in sorted(existing - set(wanted) - draining):
                 self.remove_container(name)
             for instance_id in sorted(set(wanted) - existing):
                 self.start_container(wanted[instance_id])

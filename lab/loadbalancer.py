@@ -5,12 +5,14 @@ The lab controller (lab/controller.py) calls `follow` on every pass:
 - a registered target becomes a server (the instance's private IP, the target's port),
   checked like the ALB checks it (GET the group's health check path, HTTP 200);
 - a deregistered target is drained first: HAProxy stops sending it new requests at once
-  (runtime API, no reload) and the emulator says `draining` until its last request ended,
-  then it leaves the configuration;
+  (runtime API, no reload) and the emulator says `draining` until its last request ended
+  (no session in HAProxy's statistics and no open connection to it from any HAProxy
+  process) or the group's deregistration delay passed, then it leaves the configuration;
 - the configuration is rewritten and HAProxy reloaded (SIGUSR2, master-worker mode) only
   when the set of servers changed.
 DescribeTargetHealth then says `healthy` for a server HAProxy reports UP with a passed
-check, `unhealthy` for one it reports DOWN, `initial` before its first check.
+check, `unhealthy` for one it reports DOWN, `initial` before its first check, and lists the
+draining targets too, as the ALB does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("lab.controller")
@@ -32,6 +35,14 @@ def instance_ips() -> dict[str, str]:
 
     return {instance.id: instance.private_ip for backend in ec2_backends()
             for instance in list(backend.all_instances()) if instance.private_ip}
+
+
+def open_connections(ip: str, port: int) -> int:
+    """Established TCP connections to a server, from every HAProxy process: a reload starts a
+    new worker whose statistics do not count the requests the old one still finishes."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "dst", ip, "dport", "=", f":{port}"],
+                         capture_output=True, text=True, check=False).stdout
+    return len(out.splitlines())
 
 
 def target_groups():
@@ -50,7 +61,7 @@ class LoadBalancer:
         self.port = port
         self.group_arn: str | None = None
         self.servers: dict[str, tuple[str, int]] = {}  # in the configuration: id -> (ip, port)
-        self.draining: set[str] = set()
+        self.draining: dict[str, float] = {}  # target id -> when its draining began (monotonic)
         self.stats: dict[str, dict[str, str]] = {}
         self.lock = threading.Lock()  # the controller's passes and DeregisterTargets
 
@@ -81,7 +92,9 @@ class LoadBalancer:
             f"{group.name}, checked like the ALB checks it (GET {group.health_check_path}, HTTP 200).",
             "global", "  maxconn 256", f"  stats socket {self.socket} mode 600 level admin", "",
             "defaults", "  mode http", "  timeout connect 2s", "  timeout client 30s", "  timeout server 310s",
-            "  retries 2", "  option redispatch", "  retry-on conn-failure empty-response response-timeout", "",
+            "  retries 2", "  option redispatch",
+            # (no idle server connections: an open one is a request in flight, see open_connections)
+            "  option http-server-close", "  retry-on conn-failure empty-response response-timeout", "",
             "frontend app", f"  bind 127.0.0.1:{self.port}", f"  default_backend {BACKEND}", "",
             f"backend {BACKEND}", "  balance roundrobin", "  cookie AWSALB insert indirect nocache",
             f"  option httpchk GET {group.health_check_path or '/'}", "  http-check expect status 200",
@@ -129,19 +142,22 @@ class LoadBalancer:
         self.stats = self.read_stats()
         ips = instance_ips()
         registered = {t["Id"]: (ips[t["Id"]], int(t["Port"])) for t in list(group.targets.values()) if t["Id"] in ips}
-        for target_id in set(self.servers) - set(registered) - self.draining:
-            self.drain(target_id)  # (a terminated instance's target: moto deregisters it itself)
+        for target_id in set(self.servers) - set(registered) - set(self.draining):
+            self.drain(target_id)  # (TerminateInstances: moto deregisters the target itself)
+        # As the ALB: draining ends with the last request, or after the deregistration delay.
+        delay = int(group.attributes.get("deregistration_delay.timeout_seconds", 300))
         for target_id in list(self.draining):
             if target_id in registered:
-                self.draining.discard(target_id)
-            elif self.stats.get(target_id, {}).get("scur", "0") == "0":
-                self.draining.discard(target_id)
+                del self.draining[target_id]
+            elif (self.stats.get(target_id, {}).get("scur", "0") == "0" and not open_connections(*self.servers[target_id])) \
+                    or time.monotonic() - self.draining[target_id] > delay:
+                del self.draining[target_id]
                 self.servers.pop(target_id, None)
         self.servers.update(registered)
         self.apply(group)
 
     def drain(self, target_id: str) -> None:
-        self.draining.add(target_id)
+        self.draining.setdefault(target_id, time.monotonic())
         try:
             self.command(f"disable server {BACKEND}/{target_id}")
         except OSError:
@@ -165,10 +181,24 @@ class LoadBalancer:
             else ("initial", "Elb.InitialHealthChecking")
 
     def hook_moto(self) -> None:
-        from moto.elbv2.models import FakeTargetGroup
+        from moto.elbv2.models import ELBv2Backend, FakeTargetGroup
 
         health_for, deregister = FakeTargetGroup.health_for, FakeTargetGroup.deregister
+        describe_target_health = ELBv2Backend.describe_target_health
         balancer = self
+
+        def describe_with_draining(backend, target_group_arn, targets):
+            # DescribeTargetHealth with no targets lists the draining ones too, as the ALB does.
+            found = describe_target_health(backend, target_group_arn, targets)
+            if not targets and target_group_arn == balancer.group_arn:
+                with balancer.lock:
+                    draining = [{"Id": t, "Port": balancer.servers[t][1]} for t in sorted(balancer.draining)
+                                if t in balancer.servers]
+                listed = {status.instance_id for status in found}
+                draining = [target for target in draining if target["Id"] not in listed]
+                if draining:
+                    found += describe_target_health(backend, target_group_arn, draining)
+            return found
 
         def deregister_and_drain(group, targets):
             # At once, not at the next pass: the caller's next DescribeTargetHealth must say draining.
@@ -188,3 +218,4 @@ class LoadBalancer:
 
         FakeTargetGroup.health_for = health_from_haproxy
         FakeTargetGroup.deregister = deregister_and_drain
+        ELBv2Backend.describe_target_health = describe_with_draining

@@ -21,6 +21,8 @@ from drill_summary import drill  # noqa: F401
 
 LAB = [str(VENV_BIN / "python"), "lab/lab.py"]
 CPU_AT_SETUP = pytest.StashKey[float]()
+# What tests measured (their `record_property("measured", text)`), printed after the run.
+MEASURED: list[str] = []
 
 # The tests build their own local estate, beside the one `make demo` keeps for the user: its
 # own state directory, ports, podman network, subnet and container label (lab/lab.py reads
@@ -156,7 +158,8 @@ AWS_MODULE_ORDER = {f"tests/aws/{name}.py": position for position, name in enume
 def pytest_collection_modifyitems(config, items):
     """Tests that need podman instances (the shared local estate, Molecule) are marked
     `estate`: `make check` leaves them out, with those marked `slow`. Tests marked
-    `estate_teardown` run last: they remove the shared local estate. tests/aws runs in the
+    `estate_moved` (they move the shared local estate to its Auto Scaling group for good),
+    then those marked `estate_teardown` (they remove it) run last. tests/aws runs in the
     order of AWS_MODULE_ORDER."""
     groups = {}
     for item in items:
@@ -165,6 +168,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.estate)
         groups[item.nodeid] = "estate" if on_estate else "other"
     items.sort(key=lambda item: (item.get_closest_marker("estate_teardown") is not None,
+                                 item.get_closest_marker("estate_moved") is not None,
                                  AWS_MODULE_ORDER.get(item.nodeid.split("::", 1)[0], 0)))
     if hasattr(config, "workerinput"):
         XDIST_GROUPS.parent.mkdir(parents=True, exist_ok=True)
@@ -234,11 +238,18 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_runtest_logreport(report):
     drill_summary.record(report)
+    if report.when == "call":
+        MEASURED.extend(str(value) for name, value in report.user_properties if name == "measured")
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """After the failures: the drills line, then the time per test directory (from the junit
-    XML that pytest has just written); pytest's own "N passed" line stays the last."""
+    """After the failures: what tests measured, the drills line, then the time per test
+    directory (from the junit XML that pytest has just written); pytest's own "N passed" line
+    stays the last."""
+    if MEASURED:
+        terminalreporter.section("measured")
+        for line in MEASURED:
+            terminalreporter.write_line(line)
     drill_summary.terminal_summary(terminalreporter)
     xml = Path(config.option.xmlpath or "")
     if config.option.xmlpath and xml.exists() and not config.option.collectonly:

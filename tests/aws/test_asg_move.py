@@ -2,6 +2,8 @@
 tests/aws_accounts.py: one hand-managed instance registered in the target group, the ASG at
 0), the move run as an operator would run it, again and again:
 
+  a group that may hold more      refused (aws_compute's data guard: SQLite data would be split)
+  than one instance                before any change
   --check on the start state       lists all seven steps, changes nothing in AWS
   run without the confirmation     steps 1-4 done (ASG instance healthy and alone in the target
                                    group, the hand-managed instance deregistered but RUNNING),
@@ -72,6 +74,8 @@ def moved(accounts, aws_env):
     """Every run of the move, and the AWS state after each, in order."""
     runs, states = {}, {}
     states["start"] = snapshot(aws_env)
+    runs["sqlite-split"] = move(aws_env, "-e", "aws_compute_asg_max_size=3")
+    states["after-sqlite-split"] = snapshot(aws_env)
     runs["check-start"] = move(aws_env, "--check")
     states["after-check-start"] = snapshot(aws_env)
     runs["unconfirmed"] = move(aws_env)
@@ -94,6 +98,14 @@ def test_start_state_is_the_hand_built_estate(moved):
     assert len(start["hand"]) == 1 and start["asg_instances"] == []
     assert (start["min"], start["desired"]) == (0, 0)
     assert start["targets"] == {start["hand"][0]: "healthy"}
+
+
+def test_a_move_that_would_split_sqlite_data_is_refused_before_any_change(moved):
+    run = moved["runs"]["sqlite-split"]
+    assert run.returncode != 0
+    said = " ".join(run.output.split())
+    assert "[aws_compute: the group keeps the data] aws_compute_asg_max_size is 3" in said, run.output[-3000:]
+    assert moved["states"]["after-sqlite-split"] == moved["states"]["start"]
 
 
 def test_check_lists_all_steps_and_changes_nothing(moved):

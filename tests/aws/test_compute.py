@@ -44,7 +44,7 @@ from helpers import ROOT, VENV_BIN, run_playbook
 
 pytestmark = pytest.mark.slow
 
-ASG_MAX = {"staging": 2, "production": 3}  # inventories/<env>/group_vars/all/aws_compute.yml
+ASG_MAX = {"staging": 1, "production": 1}  # inventories/<env>/group_vars/all/aws_compute.yml (SQLite: 1)
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 ALL_VIEWER = "216adef6-5c7f-47e4-b989-5492eafa07d3"
@@ -371,10 +371,34 @@ def test_asg_drift_is_reported_by_check_and_corrected(accounts, aws_env):
     check = run_ok(accounts.playbook("production", "--tags", "compute", "--check"))
     assert check.changed_tasks() == ["aws_compute : Manage the Auto Scaling group"]
     said = " ".join(check.output.split())  # the YAML callback wraps long messages
-    assert "max_size: 5 -> 3" in said and 'health_check_type: EC2 -> ELB' in said, check.output[-3000:]
+    assert "max_size: 5 -> 1" in said and 'health_check_type: EC2 -> ELB' in said, check.output[-3000:]
     run_ok(accounts.playbook("production", "--tags", "compute"))
     asg = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["ChatMRPT-Production-ASG"])["AutoScalingGroups"][0]
-    assert (asg["MaxSize"], asg["HealthCheckType"]) == (3, "ELB")
+    assert (asg["MaxSize"], asg["HealthCheckType"]) == (1, "ELB")
+
+
+def test_a_group_that_would_split_sqlite_data_is_refused_until_the_cutover(accounts, aws_env):
+    """A maximum above 1 with the data in SQLite is refused before anything changes; once the
+    cutover's DATABASE_URL parameter exists (here written by hand), the same run passes the
+    guard; the lab's override is honoured too."""
+    ssm, name = client(aws_env, "ssm"), "/chatmrpt/staging/app/DATABASE_URL"
+    before = snapshot(aws_env)
+    refused = accounts.playbook("staging", "--tags", "compute", "-e", "aws_compute_asg_max_size=3")
+    assert refused.returncode != 0
+    said = " ".join(refused.output.split())
+    assert "[aws_compute: the group keeps the data] aws_compute_asg_max_size is 3" in said, refused.output[-3000:]
+    assert f"SSM parameter {name} does not exist" in said
+    assert refused.changed_tasks() == [] and snapshot(aws_env) == before
+    accepted = run_ok(accounts.playbook("staging", "--tags", "compute", "--check", "-e", "aws_compute_asg_max_size=3",
+                                        "-e", "aws_compute_asg_accept_sqlite_data_loss=true"))
+    assert "max_size: 1 -> 3" in " ".join(accepted.output.split())
+    ssm.put_parameter(Name=name, Value="postgresql://chatmrpt_app@db.example/chatmrpt", Type="SecureString")
+    try:
+        cut_over = run_ok(accounts.playbook("staging", "--tags", "compute", "--check", "-e", "aws_compute_asg_max_size=3"))
+        assert "max_size: 1 -> 3" in " ".join(cut_over.output.split())
+    finally:
+        ssm.delete_parameter(Name=name)
+    assert snapshot(aws_env) == before
 
 
 def test_new_golden_ami_makes_one_new_template_version(accounts, aws_env):

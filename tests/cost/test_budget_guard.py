@@ -48,10 +48,10 @@ def test_report_prices_the_estates_own_settings(tmp_path):
 
 
 @pytest.mark.parametrize("override", [
-    # Staging's budget is $3,000 a year; at ASG max 2 with t3.medium it costs about $1,775.
+    # Staging's budget is $3,000 a year; at ASG max 1 with t3.medium it costs about $1,600.
     ["-e", "aws_compute_asg_max_size=6"],            # 7 x t3.medium at max: about $3,400
-    # The largest allowed type against a $2,500 budget, which t3.medium passes (test below).
-    ["-e", "aws_compute_instance_type=t3.large", "-e", "chatmrpt_budget_yearly=2500"],  # about $2,870
+    # The largest allowed type against a $2,000 budget, which t3.medium passes (test below).
+    ["-e", "aws_compute_instance_type=t3.large", "-e", "chatmrpt_budget_yearly=2000"],  # about $2,330
 ])
 def test_guard_stops_the_apply_before_any_aws_call(override, aws_env):
     session = boto3.Session(aws_access_key_id=aws_env["AWS_ACCESS_KEY_ID"],
@@ -70,7 +70,7 @@ def test_guard_stops_the_apply_before_any_aws_call(override, aws_env):
 
 
 def test_guard_passes_within_the_budget(aws_env):
-    run = run_playbook("validate.yml", "staging", "-e", "chatmrpt_budget_yearly=2500", env=aws_env)
+    run = run_playbook("validate.yml", "staging", "-e", "chatmrpt_budget_yearly=2000", env=aws_env)
     assert run.returncode == 0, run.output[-3000:]
 
 
@@ -118,17 +118,17 @@ def test_diff_prices_a_change_per_item(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (production,) = json.loads(out.read_text())["environments"]
     changed = {row["item"]: row for row in production["items"] if row["change_desired"] or row["change_max"]}
-    # production's group goes from 3 to 5 at most: two more instances, each with its volume and metrics.
+    # production's group goes from 1 to 5 at most: four more instances, each with its volume and metrics.
     assert sorted(changed) == ["CloudWatch agent metrics (Auto Scaling Group)", "EBS root volumes (Auto Scaling Group)",
                                "EC2 instances (Auto Scaling Group)"]
     assert all(row["change_desired"] == 0 for row in changed.values())
     ec2 = changed["EC2 instances (Auto Scaling Group)"]
-    assert ec2["change_max"] == pytest.approx(2 * 0.0416 * 730, abs=0.02)
-    assert ec2["after_max"] == pytest.approx(5 / 3 * ec2["before_max"], abs=0.02)
+    assert ec2["change_max"] == pytest.approx(4 * 0.0416 * 730, abs=0.02)
+    assert ec2["after_max"] == pytest.approx(5 * ec2["before_max"], abs=0.02)
     yearly = production["yearly_max"]
     assert yearly["after"] - yearly["before"] == pytest.approx(12 * sum(r["change_max"] for r in changed.values()), abs=0.1)
     assert "production: what `-e aws_compute_asg_max_size=5` changes, per month" in proc.stdout
-    assert "EC2 instances (Auto Scaling Group)" in proc.stdout and "+60.74" in proc.stdout
+    assert "EC2 instances (Auto Scaling Group)" in proc.stdout and "+121.47" in proc.stdout
 
 
 def test_diff_reads_an_override_file_and_says_when_nothing_changes(tmp_path):
@@ -138,5 +138,5 @@ def test_diff_reads_an_override_file_and_says_when_nothing_changes(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = {line.split("  ")[1].strip() for line in proc.stdout.splitlines() if line.startswith("  EC2")}
     assert lines == {"EC2 instances (hand-managed)", "EC2 instances (Auto Scaling Group)"}
-    same = cost("diff", "--env", "staging", "-e", "aws_compute_asg_max_size=2")
+    same = cost("diff", "--env", "staging", "-e", "aws_compute_asg_max_size=1")
     assert same.returncode == 0 and "nothing: the same resources at the same prices" in same.stdout, same.stdout

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -31,6 +32,7 @@ import pytest
 
 from emulator import client, reset_moto, run_ok
 from helpers import run_playbook
+from traffic import Traffic
 
 pytestmark = pytest.mark.slow
 
@@ -274,3 +276,171 @@ def test_local_estate_still_serves(local_build):
                for i in r["Instances"]]
     assert len(running) == 2
 
+
+
+# --------------------------------------------------------------------------------------
+# The Auto Scaling group's instances serve by themselves (issue #16), with no playbook run
+# between the steps, each a change of the emulator alone, as an operator's console or a
+# scaling policy makes it: the lab follows (the controller boots each instance from the
+# golden image with the launch template's user data through cloud-init; HAProxy's own checks
+# are the target group's health). One convergence, many assertions:
+#   1. a deploy records the release the hosts run (the golden image was built from it);
+#   2. desired 0 -> 2: both boot, render .env from SSM and turn healthy (the time is printed);
+#   3. desired 2 -> 1 under steady traffic, with a long request on each group instance: the
+#      one scaled in drains (it finishes its request) before its container goes;
+#   4. one SSM parameter deleted, desired 1 -> 2: the new instance says which parameter, sets
+#      its metric and never turns healthy; the parameter is put back;
+#   5. desired 0: the estate is as before.
+# --------------------------------------------------------------------------------------
+
+ASG = "ChatMRPT-Local-ASG"
+TARGET_GROUP = "ChatMRPT-Local-TG"
+MISSING = "/chatmrpt/local/app/ADMIN_KEY"
+LONG_REQUEST = 6  # seconds: far longer than a controller pass and HAProxy's check interval
+
+
+def group_instances(autoscaling):
+    (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"]
+    return sorted(i["InstanceId"] for i in group["Instances"])
+
+
+def target_health(elbv2):
+    arn = elbv2.describe_target_groups(Names=[TARGET_GROUP])["TargetGroups"][0]["TargetGroupArn"]
+    found = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+    return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in found}
+
+
+def containers(env):
+    return set(podman("ps", "--format", "{{.Names}}", env=env).stdout.split())
+
+
+def long_request(lb_url, instance_id, results):
+    """GET /api/wait pinned to one instance by the load balancer's stickiness cookie."""
+    request = urllib.request.Request(f"{lb_url}/api/wait?seconds={LONG_REQUEST}",
+                                     headers={"Cookie": f"AWSALB={instance_id}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            results[instance_id] = (response.status, json.loads(response.read())["host"], time.monotonic())
+    except OSError as exc:
+        results[instance_id] = (None, f"{type(exc).__name__}: {exc}", time.monotonic())
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(1)
+    return found
+
+
+@pytest.fixture(scope="module")
+def scaling(local_build):
+    run_ok(local_build["run"])
+    estate = local_build["estate"]
+    env = estate.env
+    autoscaling, elbv2, ssm = client(env, "autoscaling"), client(env, "elbv2"), client(env, "ssm")
+    seen = {"record": estate.playbook("playbooks/deploy.yml")}
+    admin_key = ssm.get_parameter(Name=MISSING, WithDecryption=True)["Parameter"]
+    try:
+        # 2. scale out
+        start = time.monotonic()
+        autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=2)
+        seen["out"] = wait_for(lambda: (len(ids := group_instances(autoscaling)) == 2
+                                        and all(target_health(elbv2).get(i) == "healthy" for i in ids) and ids),
+                               600, "two healthy group instances")
+        seen["out_seconds"] = time.monotonic() - start
+        # 3. scale in, under traffic, with a long request on each group instance
+        answers = {}
+        requests = [threading.Thread(target=long_request, args=(estate.lb_url, i, answers)) for i in seen["out"]]
+        with Traffic(estate.lb_url, path="/ping") as traffic:
+            for thread in requests:
+                thread.start()
+            time.sleep(1)  # both long requests are in flight
+            autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=1)
+            (kept,) = group_instances(autoscaling)
+            (gone,) = set(seen["out"]) - {kept}
+            seen["in_health"] = target_health(elbv2)
+            seen["in_container_while_draining"] = gone in containers(env)
+            # When the target leaves the group's listing (its draining ended), polled.
+            drained_at = None
+            while drained_at is None and time.monotonic() < start + 900:
+                if gone not in target_health(elbv2):
+                    drained_at = time.monotonic()
+                time.sleep(0.25)
+            for thread in requests:
+                thread.join(60)
+            wait_for(lambda: gone not in containers(env), 60, "the scaled-in instance's container gone")
+        seen.update(kept=kept, gone=gone, answers=answers, traffic=traffic.result, drained_at=drained_at)
+        # 4. a missing parameter
+        ssm.delete_parameter(Name=MISSING)
+        autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=2)
+        (broken,) = wait_for(lambda: set(group_instances(autoscaling)) - {kept}, 60, "a new group instance")
+        states = []
+
+        def boot_failed():
+            states.append(target_health(elbv2).get(broken))
+            return podman("exec", broken, "systemctl", "is-failed", "chatmrpt-boot", check=False, env=env).stdout.strip() == "failed"
+        wait_for(boot_failed, 300, "the new instance's boot unit failed")
+        wait_for(lambda: states.append(target_health(elbv2).get(broken)) or states[-1] == "unhealthy", 120,
+                 "the new instance's target unhealthy")
+        journal = podman("exec", broken, "journalctl", "-u", "chatmrpt-boot", "--no-pager", "-o", "cat",
+                         check=False, env=env).stdout
+        active = podman("exec", broken, "systemctl", "is-active", "chatmrpt", check=False, env=env).stdout.strip()
+        metric = client(env, "cloudwatch").get_metric_statistics(
+            Namespace="ChatMRPT/Local", MetricName="BootConfigurationFailed", Statistics=["Maximum"], Period=60,
+            Dimensions=[{"Name": "Environment", "Value": "local"}, {"Name": "InstanceId", "Value": broken}],
+            StartTime=time.time() - 3600, EndTime=time.time() + 60)["Datapoints"]
+        seen.update(broken=broken, broken_states=states, journal=journal, broken_app=active, metric=metric)
+    finally:
+        ssm.put_parameter(Name=MISSING, Value=admin_key["Value"], Type="SecureString", Overwrite=True,
+                          **({"KeyId": admin_key["KeyId"]} if admin_key.get("KeyId") else {}))
+        autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=0)
+        wait_for(lambda: not group_instances(autoscaling) and not set(target_health(elbv2)) - set(
+            i for r in client(env, "ec2").describe_instances(Filters=[{"Name": "tag:Role", "Values": ["app"]}])[
+                "Reservations"] for i in [x["InstanceId"] for x in r["Instances"]]), 120, "the group's instances gone")
+    return seen
+
+
+def test_a_deploy_records_the_release_the_image_was_built_from(scaling, local_build):
+    run_ok(scaling["record"])
+    ssm = client(local_build["env"], "ssm")
+    assert ssm.get_parameter(Name="/chatmrpt/local/release")["Parameter"]["Value"]
+
+
+def test_the_groups_instances_boot_from_the_golden_image_and_serve_with_no_playbook(scaling, local_build, record_property):
+    record_property("measured", f"ASG desired 0 -> 2 in the emulator: both instances healthy behind the load "
+                                f"balancer after {scaling['out_seconds']:.0f} s (no playbook)")
+    assert len(scaling["out"]) == 2
+    image = f"localhost/chatmrpt-golden:{local_build['new'][0]['ImageId']}"
+    assert scaling["kept"] in scaling["out"]
+    used = podman("inspect", scaling["kept"], "--format", "{{.ImageName}}", env=local_build["env"]).stdout.strip()
+    assert used == image
+    booted = podman("exec", scaling["kept"], "sh", "-c",
+                    "cloud-init status --long; systemctl is-active chatmrpt-boot chatmrpt; "
+                    "stat -c '%a %U' /srv/chatmrpt/chatmrpt_shared/.env; "
+                    "test -d /srv/chatmrpt/chatmrpt_shared/instance/logs && echo logs",
+                    check=False, env=local_build["env"]).stdout
+    assert "status: done" in booted and "active\nactive" in booted, booted
+    assert "600 chatmrpt" in booted and "logs" in booted, booted
+
+
+def test_scale_in_drains_the_instance_it_removes_and_no_request_fails(scaling):
+    gone, kept = scaling["gone"], scaling["kept"]
+    assert scaling["in_health"].get(gone) == "draining", scaling["in_health"]
+    assert scaling["in_health"].get(kept) == "healthy", scaling["in_health"]
+    assert scaling["in_container_while_draining"]
+    # Each long request finished, on the instance it was pinned to: the draining one's too; and
+    # the draining target stayed listed (draining) until its request had ended.
+    answers = scaling["answers"]
+    assert {i: answer[:2] for i, answer in answers.items()} == {gone: (200, gone), kept: (200, kept)}, answers
+    assert scaling["drained_at"] is not None and scaling["drained_at"] >= answers[gone][2] - 0.1, \
+        (scaling["drained_at"], answers[gone])
+    assert scaling["traffic"].total > 50 and scaling["traffic"].failed == 0, scaling["traffic"].summary()
+
+
+def test_an_instance_whose_parameter_is_missing_fails_visibly_and_never_serves(scaling):
+    assert "healthy" not in scaling["broken_states"], scaling["broken_states"]
+    assert scaling["broken_states"][-1] == "unhealthy"
+    assert f"FAILED: SSM parameter {MISSING} is missing" in scaling["journal"], scaling["journal"]
+    assert scaling["broken_app"] != "active"
+    assert [point["Maximum"] for point in scaling["metric"]] == [1.0], scaling["metric"]

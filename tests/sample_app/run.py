@@ -13,6 +13,7 @@ import datetime
 import os
 import socket
 import sqlite3
+import time
 import uuid
 
 from flask import Flask, jsonify, request
@@ -192,6 +193,15 @@ def ping():
 @app.get("/version")
 def version():
     return jsonify(version=VERSION, pid=os.getpid())
+
+
+@app.get("/api/wait")
+def wait():
+    """A long request, as ChatMRPT's are (an LLM answer, an analysis: seconds to minutes):
+    held for ?seconds= (at most 60); a draining instance must finish it."""
+    seconds = min(max(float(request.args.get("seconds", "1")), 0.0), 60.0)
+    time.sleep(seconds)
+    return jsonify(waited=seconds, host=socket.gethostname())
 
 
 def _redis_state():
