@@ -340,7 +340,9 @@ def scaling(local_build):
     env = estate.env
     autoscaling, elbv2, ssm = client(env, "autoscaling"), client(env, "elbv2"), client(env, "ssm")
     seen = {"record": estate.playbook("playbooks/deploy.yml")}
+    targets_before = set(target_health(elbv2))
     admin_key = ssm.get_parameter(Name=MISSING, WithDecryption=True)["Parameter"]
+    (described,) = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [MISSING]}])["Parameters"]
     try:
         # 2. scale out
         start = time.monotonic()
@@ -393,11 +395,11 @@ def scaling(local_build):
         seen.update(broken=broken, broken_states=states, journal=journal, broken_app=active, metric=metric)
     finally:
         ssm.put_parameter(Name=MISSING, Value=admin_key["Value"], Type="SecureString", Overwrite=True,
-                          **({"KeyId": admin_key["KeyId"]} if admin_key.get("KeyId") else {}))
+                          **({"KeyId": described["KeyId"]} if described.get("KeyId") else {}))
         autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=0)
-        wait_for(lambda: not group_instances(autoscaling) and not set(target_health(elbv2)) - set(
-            i for r in client(env, "ec2").describe_instances(Filters=[{"Name": "tag:Role", "Values": ["app"]}])[
-                "Reservations"] for i in [x["InstanceId"] for x in r["Instances"]]), 120, "the group's instances gone")
+        # (and their targets drained: the next test reads the target group)
+        wait_for(lambda: not group_instances(autoscaling) and set(target_health(elbv2)) == targets_before, 120,
+                 "the group's instances and their targets gone")
     return seen
 
 
