@@ -355,8 +355,7 @@ def _verify_staging(run: _Run) -> bool:
     timings = run.report["timings"]
     t = time.perf_counter()
     cpu1 = cpu_now()
-    results = verify(run.target, run.dbs, lambda db: db.schema + STAGING, run.args.jobs, run.out.log,
-                     pg_sums=run.loader.pg_sums)
+    results = verify(run.target, run.dbs, lambda db: db.schema + STAGING, run.args.jobs, run.out.log)
     timings["verify"] = round(time.perf_counter() - t, 3)
     # client CPU seconds (this process + loader processes; not PostgreSQL's): from
     # the start (snapshot, analysis, load, keys, FKs) and of the verification

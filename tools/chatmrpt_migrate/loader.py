@@ -19,12 +19,12 @@ import psycopg
 from psycopg import pq
 from psycopg._copy_base import format_row_binary   # psycopg's (C) binary row encoder
 from psycopg.adapt import AdaptersMap, Transformer
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.string import BytesBinaryDumper
 
 from .source import (Database, JsonRejected, MigrationError, Table, TimestampRejected,
                      _fromiso, analyse_table, json_rejected, no_gc, open_snapshot, qi,
                      recheck_nul, ts_from_text, ts_rejected, ts_values_check)
-from .verify import pg_checksum, source_hasher
 
 STAGING = "__staging"
 PREVIOUS = "__previous"
@@ -212,9 +212,7 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
                 warnings[:0] = full.warnings
                 full = None
         if full:         # loaded on the sampled plan, which equals the full one
-            checksum = t.checksum
             t = full.result()
-            t.checksum = checksum
             warnings[:0] = full.warnings
         for c in t.columns:
             if c.conv == "ts_check":   # every value converted
@@ -327,24 +325,24 @@ def _batches(src, t: Table, plan, fns):
         yield columns, rows
 
 
-def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> tuple[int, int]:
+def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> int:
     """``COPY ... FREEZE`` of every row of ``t`` in ``con``'s open transaction (binary;
-    rows are encoded with psycopg's C row encoder into ~1 MB blocks).  Returns the
-    source's checksum (rows, sum of row hashes), computed from the rows as read."""
+    rows are encoded with psycopg's C row encoder into ~1 MB blocks, which psycopg's
+    ``QueuedLibpqWriter`` sends from a thread: the encoding of the next block overlaps
+    the server's work on the previous ones).  Returns the number of rows sent."""
     plan = [column_plan(c) for c in t.columns]
     fns = [(i, f) for i, (_e, _w, f) in enumerate(plan) if f]
     cols = ", ".join(qi(c.name) for c in t.columns)
     tx, fmt = _transformer(plan), format_row_binary
-    checksum = source_hasher(t)
     n = 0
     try:
         with no_gc(), con.cursor() as pc, pc.copy(
-                f"COPY {tq} ({cols}) FROM STDIN (FORMAT BINARY, FREEZE)") as cp:
+                f"COPY {tq} ({cols}) FROM STDIN (FORMAT BINARY, FREEZE)",
+                writer=QueuedLibpqWriter(pc)) as cp:
             write = cp.write
             write(SIGNATURE)
             buf = bytearray()
             for columns, rows in _batches(src, t, plan, fns):
-                checksum(columns)
                 for r in rows:
                     fmt(r, tx, buf)
                 n += len(columns[0])
@@ -361,7 +359,7 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> tuple[int, int]:
         raise NulBytes(f"{e.__class__.__name__}: {e}") from None
     except psycopg.errors.InvalidTextRepresentation as e:   # a json column's value
         raise JsonRejected(f"{e.__class__.__name__}: {e}") from None
-    return checksum.result()
+    return n
 
 
 def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None) -> None:
@@ -376,7 +374,8 @@ def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None) -> None:
     with connect(dsn) as con:
         con.execute(f"CREATE TABLE {tq} "
                     f"({', '.join(col_ddl(c, c.name in pk) for c in t.columns)})")
-        t.checksum = _copy_rows(con, tq, src, t, fail_hook) if t.rows else (0, 0)
+        if t.rows:
+            _copy_rows(con, tq, src, t, fail_hook)
         if check:
             check()    # raises to roll back (the with block's exit) before COMMIT
         con.commit()
@@ -393,8 +392,6 @@ class Loader:
         self.mwm = maintenance_work_mem
         self.lock = threading.Lock()
         self.timings: dict[str, dict] = {}
-        # the server's checksum of each loaded table (futures), for verify()
-        self.pg_sums: dict = {}
 
     # ------------------------------------------------------------------ staging
     def prepare(self) -> None:
@@ -414,8 +411,7 @@ class Loader:
     # ------------------------------------------------------------------ load
     def load_all(self) -> None:
         """Analyse + load every table in worker processes, biggest first; build each
-        table's keys/indexes and compute its checksum in parallel sessions as soon as it
-        is committed."""
+        table's keys/indexes in parallel sessions as soon as it is committed."""
         tasks = [(db, i) for db in self.dbs for i in range(len(db.tables))]
         # biggest first (rows x columns as a cheap size proxy)
         tasks.sort(key=lambda x: -(x[0].tables[x[1]].rows * max(1, len(x[0].tables[x[1]].columns))))
@@ -438,9 +434,6 @@ class Loader:
                     self.timings[f"{db.schema}.{t.name}"] = timing
                 index_futures += [ix.submit(self._run_key, db, t, *task)
                                   for task in self._key_tasks(db, t)]
-                # the server hashes the table while the others load (the source side
-                # was hashed by the loader as it read the rows)
-                self.pg_sums[(db.schema, t.name)] = ix.submit(pg_checksum, self.dsn, staging(db), t)
             for f in index_futures:
                 f.result()
 

@@ -34,9 +34,10 @@ import itertools
 import operator
 import re
 import struct
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-from .source import EPOCH, UTC, Database, Table, _fromiso, no_gc, open_snapshot, qi
+from .source import EPOCH, UTC, Database, Source, Table, _fromiso, no_gc, open_snapshot, qi
 
 _MICRO = _dt.timedelta(microseconds=1)
 PG_TYPE_NAMES = {"timestamptz": "timestamp with time zone"}
@@ -393,50 +394,61 @@ def describe(m: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- the verdict
-def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
-           pg_sums: dict | None = None) -> list[dict]:
+def _source_checksum(path: str, t: Table) -> tuple[int, int]:
+    """:func:`sqlite_checksum` in a worker process (arguments that pickle)."""
+    return sqlite_checksum(Database(Source(path, ""), []), t)
+
+
+def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dict]:
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
 
-    A migration passes the checksums it computed while loading: the source side in
-    ``Table.checksum`` and the server's in ``pg_sums[(schema, table)]`` (a future);
-    ``verify`` computes both here."""
+    Both sides are computed here, after the load, biggest tables first: the source side
+    by reading the source (snapshot) again in ``jobs`` worker processes (the per-row
+    hashing of two tables must not share one GIL), the server's in ``jobs`` sessions."""
     results = []
+    todo = []
+    for db in dbs:
+        schema = schema_of(db)
+        actual = pg_columns(dsn, schema)
+        for t in sorted(db.tables, key=lambda t: -t.rows):
+            res = {"schema": db.schema, "table": t.name, "source_rows": t.rows,
+                   "target_rows": None, "source_checksum": None, "target_checksum": None,
+                   "problems": [], "mismatches": []}
+            results.append(res)
+            cols = actual.get(t.pg)
+            if cols is None:
+                res["problems"].append(f"table missing in {schema}")
+                continue
+            for c in t.columns:
+                want = PG_TYPE_NAMES.get(c.pg_type, c.pg_type)
+                if c.collation:
+                    want += f' COLLATE "{c.collation}"'
+                # PostgreSQL's json input takes some JSON that Python's json.loads
+                # refuses (nesting deeper than its recursion limit): such a column is
+                # json after a migration and text in verify's plan; both hold the
+                # same text, so the checksums still compare it exactly
+                if cols.get(c.name) == "json" and c.reason.startswith("JSON-like"):
+                    continue
+                if cols.get(c.name) != want:
+                    res["problems"].append(
+                        f"column {c.name}: type {cols.get(c.name)} != {want}")
+            if not res["problems"]:
+                todo.append((res, db, schema, t))
+    # biggest first (rows x columns), over all databases
+    todo.sort(key=lambda x: -(x[3].rows * max(1, len(x[3].columns))))
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
     futures = []
-    with no_gc(), ThreadPoolExecutor(max(2, jobs)) as ex:
-        for db in dbs:
-            schema = schema_of(db)
-            actual = pg_columns(dsn, schema)
-            for t in sorted(db.tables, key=lambda t: -t.rows):
-                res = {"schema": db.schema, "table": t.name, "source_rows": t.rows,
-                       "target_rows": None, "source_checksum": None, "target_checksum": None,
-                       "problems": [], "mismatches": []}
-                results.append(res)
-                cols = actual.get(t.pg)
-                if cols is None:
-                    res["problems"].append(f"table missing in {schema}")
-                    continue
-                for c in t.columns:
-                    want = PG_TYPE_NAMES.get(c.pg_type, c.pg_type)
-                    if c.collation:
-                        want += f' COLLATE "{c.collation}"'
-                    # PostgreSQL's json input takes some JSON that Python's json.loads
-                    # refuses (nesting deeper than its recursion limit): such a column is
-                    # json after a migration and text in verify's plan; both hold the
-                    # same text, so the checksums still compare it exactly
-                    if cols.get(c.name) == "json" and c.reason.startswith("JSON-like"):
-                        continue
-                    if cols.get(c.name) != want:
-                        res["problems"].append(
-                            f"column {c.name}: type {cols.get(c.name)} != {want}")
-                if res["problems"]:
-                    continue
-                fs = (t.checksum if t.checksum is not None
-                      else ex.submit(sqlite_checksum, db, t))
-                fp = (pg_sums or {}).get((db.schema, t.name)) or ex.submit(pg_checksum, dsn, schema, t)
-                futures.append((res, db, schema, t, fs, fp))
+    with no_gc(), ProcessPoolExecutor(max(1, jobs), mp_context=ctx) as px, \
+            ThreadPoolExecutor(max(1, jobs)) as ex:
+        # the processes are forked at the first submit, before any thread of ``ex`` runs
+        fss = [px.submit(_source_checksum, db.source.snapshot or db.source.path, t)
+               for _res, db, _schema, t in todo]
+        for (res, db, schema, t), fs in zip(todo, fss):
+            futures.append((res, db, schema, t, fs, ex.submit(pg_checksum, dsn, schema, t)))
         for res, db, schema, t, fs, fp in futures:
             try:
-                n1, s1 = fs if isinstance(fs, tuple) else fs.result()
+                n1, s1 = fs.result()
                 res["source_rows"], res["source_checksum"] = n1, f"{s1:x}"
             except Exception as e:  # noqa: BLE001
                 res["problems"].append(f"source checksum failed: {e.__class__.__name__}: {e}")
