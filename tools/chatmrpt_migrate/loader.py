@@ -8,8 +8,11 @@ the server's) as soon as their table is committed.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import multiprocessing
+import operator
 import os
 import threading
 import time
@@ -22,9 +25,10 @@ from psycopg.adapt import AdaptersMap, Transformer
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.string import BytesBinaryDumper
 
-from .source import (Database, JsonRejected, MigrationError, Table, TimestampRejected,
-                     _fromiso, analyse_table, json_rejected, no_gc, open_snapshot, qi,
-                     recheck_nul, ts_from_text, ts_rejected, ts_values_check)
+from .source import (Database, JsonRejected, MigrationError, StreamStats, Table,
+                     TimestampRejected, _fromiso, analyse_table, json_rejected, no_gc,
+                     open_snapshot, qi, recheck_nul, stats_exprs, ts_from_text, ts_rejected,
+                     ts_values_check)
 
 STAGING = "__staging"
 PREVIOUS = "__previous"
@@ -58,18 +62,25 @@ def _floats(col):
     return [None if v is None else float(v) for v in col]
 
 
+_not_none = functools.partial(operator.is_not, None)
+
+
 def _ts_checked(name: str, nulls: bool):
     """Optimistic timestamptz column: check every value with the analysis' rules while
-    streaming; TimestampRejected makes the loader reload the table with it as text."""
+    streaming; TimestampRejected makes the loader reload the table with it as text (also
+    for a value that is not text: the full analysis then plans another type)."""
     def conv(col):
-        if nulls:
-            vals = [v.decode() for v in col if v is not None]
-        else:
-            vals = list(map(bytes.decode, col))
+        try:
+            if nulls and None in col:
+                vals = list(map(bytes.decode, filter(_not_none, col)))
+            else:
+                vals = list(map(bytes.decode, col))
+        except (TypeError, UnicodeDecodeError):
+            raise TimestampRejected(name) from None
         parsed = ts_values_check(vals)
         if parsed is None:
             raise TimestampRejected(name)
-        if not nulls or len(parsed) == len(col):
+        if len(parsed) == len(col):
             return parsed
         it = iter(parsed)
         return [None if v is None else next(it) for v in col]
@@ -143,14 +154,31 @@ def _plan_key(t: Table):
     return ([(c.name, c.pg_type, c.conv) for c in t.columns], bool(t.pk_skipped))
 
 
+def _analysed(src, schema: str, orig: Table, stats=None) -> tuple[Table, list[str]]:
+    """A copy of ``orig`` (as introspected) with the full analysis' plan, and its warnings;
+    from the counts the loader gathered while streaming every row (``stats``), or by an
+    aggregate scan of its own."""
+    t = copy.deepcopy(orig)
+    warnings: list[str] = []
+    factory, src.text_factory = src.text_factory, str
+    try:
+        analyse_table(src, schema, t, warnings.append, nul_check=False, full_check=False,
+                      stats=stats)
+    finally:
+        src.text_factory = factory
+    return t, warnings
+
+
 def load_table(dsn: str, schema: str, snapshot: str, t: Table):
     """Worker process: analyse one table, CREATE it and COPY its rows, COMMIT.
 
     Big tables (``SPECULATE_ROWS``) do not wait for their analysis: the load starts on
-    the plan of the first ``SAMPLE_ROWS`` rows while the full analysis runs in a child
-    process (:class:`_FullAnalysis`); before COMMIT the two plans are compared and,
-    when they differ, the transaction is rolled back and the table loaded again with
-    the full plan.  The committed plan is therefore always the full analysis' plan.
+    the plan of the first ``SAMPLE_ROWS`` rows, and the SELECT that streams the rows also
+    gives, per row, the storage class codes the full analysis counts
+    (:func:`source.stats_exprs`).  Before COMMIT the full analysis is made from these
+    counts (no scan of its own) and the two plans are compared; when they differ, the
+    transaction is rolled back and the table loaded again with the full plan.  The
+    committed plan is therefore always the full analysis' plan.
 
     Returns (table with its types, warnings, log line, timings).  Errors come back as
     MigrationError (psycopg errors do not cross process boundaries reliably).
@@ -158,12 +186,12 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
     warnings: list[str] = []
     fail_hook = fail_hook_from_env()
     t0 = time.perf_counter()
-    # forked before this process opens the source: no SQLite state is copied into it
-    full = _FullAnalysis(snapshot, schema, t) if t.rows >= SPECULATE_ROWS else None
+    orig = copy.deepcopy(t)
+    speculate = t.rows >= SPECULATE_ROWS
     src = None
     try:
         src = open_snapshot(snapshot)
-        if full:
+        if speculate:
             analyse_table(src, schema, t, lambda _m: None, nul_check=False, full_check=False,
                           sample=SAMPLE_ROWS)
         else:
@@ -173,13 +201,17 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
         nul_checked = False
         reloads = 0
         while True:
+            full: list = []      # [(table with the full plan, its warnings)]
             try:
-                check = None
-                if full:
-                    def check(spec=t):
-                        if _plan_key(spec) != _plan_key(full.result()):
+                stats = check = None
+                if speculate:
+                    stats = StreamStats(t)
+
+                    def check(spec=t, stats=stats, full=full):
+                        full.append(_analysed(src, schema, orig, stats))
+                        if _plan_key(spec) != _plan_key(full[0][0]):
                             raise _Replan()
-                _copy_table(dsn, schema, src, t, fail_hook, check)
+                _copy_table(dsn, schema, src, t, fail_hook, check, stats)
                 break
             except _Replan:
                 pass
@@ -187,33 +219,37 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
                 # a value of an optimistic timestamptz column does not convert: the
                 # column is text (as the full analysis would say); load again (the
                 # table's transaction was rolled back)
-                if full:
-                    t = full.result()
+                if speculate:
+                    full[:] = [_analysed(src, schema, orig)]
+                    t = full[0][0]
                 if next(c for c in t.columns if c.name == e.column).conv == "ts_check":
                     ts_rejected(schema, t, e.column, warnings.append)
             except JsonRejected:
                 # PostgreSQL refused a value of a column planned as json: check those
                 # columns completely; the ones that fail become text (rolled back)
-                if full:
-                    t = full.result()
+                if speculate:
+                    full[:] = [_analysed(src, schema, orig)]
+                    t = full[0][0]
                 if not json_rejected(src, schema, t, warnings.append):
                     raise
             except NulBytes:
                 # PostgreSQL text cannot hold NUL bytes: find such columns, map them to
                 # bytea and load the table again (its transaction was rolled back).
-                if full:
-                    t = full.result()
+                if speculate:
+                    full[:] = [_analysed(src, schema, orig)]
+                    t = full[0][0]
                 if nul_checked or not recheck_nul(src, schema, t, warnings.append):
                     raise
                 nul_checked = True
             reloads += 1
-            if full:     # from now on: the full plan (+ what the reloads found)
-                t = full.result()
-                warnings[:0] = full.warnings
-                full = None
-        if full:         # loaded on the sampled plan, which equals the full one
-            t = full.result()
-            warnings[:0] = full.warnings
+            if speculate:     # from now on: the full plan (+ what the reloads found)
+                if full[0][0] is not t:
+                    t = full[0][0]
+                warnings[:0] = full[0][1]
+                speculate = False
+        if speculate:         # loaded on the sampled plan, which equals the full one
+            t = full[0][0]
+            warnings[:0] = full[0][1]
         for c in t.columns:
             if c.conv == "ts_check":   # every value converted
                 c.conv = "ts"
@@ -224,8 +260,6 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
     except psycopg.Error as e:
         raise MigrationError(f"{schema}.{t.name}: {e.__class__.__name__}: {e}") from None
     finally:
-        if full:
-            full.join()
         if src:
             src.close()
     t2 = time.perf_counter()
@@ -234,54 +268,6 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
             f"COPY {t2 - t1:.2f}s" + (f" (loaded again {reloads}x: plan changed)"
                                       if reloads else ""),
             {"analyse": round(t1 - t0, 3), "copy": round(t2 - t1, 3), "reloads": reloads})
-
-
-def _analyse_in_child(pipe, snapshot: str, schema: str, t: Table) -> None:
-    warnings: list[str] = []
-    try:
-        con = open_snapshot(snapshot)
-        try:
-            analyse_table(con, schema, t, warnings.append, nul_check=False, full_check=False)
-        finally:
-            con.close()
-        pipe.send((t, warnings, None))
-    except BaseException as e:  # noqa: BLE001  re-raised by result()
-        pipe.send((None, warnings, MigrationError(f"{schema}.{t.name}: analysis: "
-                                                  f"{e.__class__.__name__}: {e}")))
-
-
-class _FullAnalysis:
-    """:func:`analyse_table` of the table in a forked process, on its own connection.
-
-    A process, not a thread: with the loader's SQLite connection in the same process
-    the two scans slow each other down (measured: ~0.4 s more for the 1 M-row table)."""
-
-    def __init__(self, snapshot: str, schema: str, t: Table):
-        ctx = multiprocessing.get_context("fork")
-        self.pipe, child = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_analyse_in_child, args=(child, snapshot, schema, t),
-                                daemon=True)
-        self.proc.start()
-        child.close()
-        self.warnings: list[str] = []
-        self._result: Table | None = None
-
-    def join(self) -> None:
-        if self._result is None and self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join()
-
-    def result(self) -> Table:
-        if self._result is None:
-            try:
-                t, self.warnings, error = self.pipe.recv()
-            except EOFError:
-                raise MigrationError("analysis process ended unexpectedly") from None
-            self.proc.join()
-            if error:
-                raise error
-            self._result = t
-        return self._result
 
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)   # binary COPY header: no flags, no extension
@@ -309,14 +295,22 @@ def _transformer(plan):
     return tx
 
 
-def _batches(src, t: Table, plan, fns):
-    """(the batch's columns as read, rows ready for the binary encoder) per BATCH rows."""
-    cur = src.execute(f"SELECT {', '.join(e for e, _w, _f in plan)} FROM {qi(t.name)}")
+def _batches(src, t: Table, plan, fns, stats=None):
+    """(the batch's columns as read, rows ready for the binary encoder) per BATCH rows;
+    with ``stats``, the SELECT also gives the analysis' codes of each row, counted there."""
+    exprs = [e for e, _w, _f in plan] + (stats_exprs(t) if stats else [])
+    cur = src.execute(f"SELECT {', '.join(exprs)} FROM {qi(t.name)}")
+    n = len(plan)
     while True:
         rows = cur.fetchmany(BATCH)
         if not rows:
             return
         columns = list(zip(*rows))
+        if stats:
+            stats.add(columns[n:])
+            del columns[n:]
+            if not fns:
+                rows = zip(*columns)
         if fns:
             converted = list(columns)
             for i, f in fns:
@@ -325,7 +319,7 @@ def _batches(src, t: Table, plan, fns):
         yield columns, rows
 
 
-def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> int:
+def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None) -> int:
     """``COPY ... FREEZE`` of every row of ``t`` in ``con``'s open transaction (binary;
     rows are encoded with psycopg's C row encoder into ~1 MB blocks, which psycopg's
     ``QueuedLibpqWriter`` sends from a thread: the encoding of the next block overlaps
@@ -342,7 +336,7 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> int:
             write = cp.write
             write(SIGNATURE)
             buf = bytearray()
-            for columns, rows in _batches(src, t, plan, fns):
+            for columns, rows in _batches(src, t, plan, fns, stats):
                 for r in rows:
                     fmt(r, tx, buf)
                 n += len(columns[0])
@@ -362,7 +356,7 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook) -> int:
     return n
 
 
-def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None) -> None:
+def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None, stats=None) -> None:
     """CREATE TABLE + binary ``COPY ... FREEZE`` in one transaction, COMMIT.  ``check``
     raises to roll back before COMMIT.
 
@@ -375,7 +369,7 @@ def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None) -> None:
         con.execute(f"CREATE TABLE {tq} "
                     f"({', '.join(col_ddl(c, c.name in pk) for c in t.columns)})")
         if t.rows:
-            _copy_rows(con, tq, src, t, fail_hook)
+            _copy_rows(con, tq, src, t, fail_hook, stats)
         if check:
             check()    # raises to roll back (the with block's exit) before COMMIT
         con.commit()

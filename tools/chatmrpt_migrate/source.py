@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import gc
@@ -289,6 +290,14 @@ def ts_from_text(s: str) -> _dt.datetime:
 
 
 TS_PREFIX_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}.{0,25}", re.S)
+# ISO_RE with ASCII digits, as one fullmatch: a value that passes it passes TS_PREFIX_RE
+# (ASCII date, <= 32 characters) and ISO_RE; a value that passes those two and Python's
+# ISO parser passes it (the parser refuses non-ASCII digits and a trailing newline, which
+# ISO_RE's \d and $ let through); one pass instead of two (~2.5x faster)
+TS_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|z|[+-][0-9]{2}(?::?[0-9]{2})?)?)?")
 _tzinfo = operator.attrgetter("tzinfo")
 
 
@@ -308,7 +317,7 @@ def _ts_batch(values) -> list | None:
     the zone and more than 6 fractional digits are text), Python's C ISO parser reads it,
     and its UTC instant is within years 1-9999.  The naive-UTC datetimes, or None.
     C-level ``map`` passes, no per-value Python code (but for values with a zone)."""
-    if not all(map(TS_PREFIX_RE.fullmatch, values)) or not all(map(ISO_RE.match, values)):
+    if not all(map(TS_RE.fullmatch, values)):    # = TS_PREFIX_RE and ISO_RE (see TS_RE)
         return None
     try:
         return _to_utc(list(map(_fromiso, values)))
@@ -475,8 +484,59 @@ _EXPECT = {"INTEGER": "integer", "NUMERIC": "integer", "REAL": "real", "TEXT": "
            "BLOB": "blob", "NONE": "text"}
 
 
+STATS_SLOTS = 20    # 3-bit codes per SQLite integer (64 bits)
+_CODE_CLASS = {1: "integer", 2: "real", 3: "text", 4: "blob", 5: "integer", 6: "integer"}
+
+
+def stats_exprs(t: Table) -> list[str]:
+    """SELECT expressions whose values, counted over every row (:class:`StreamStats`),
+    give :func:`analyse_table` the numbers of its aggregate scan: per column a 3-bit code
+    of the value's storage class (0 NULL, 2 REAL, 3 TEXT, 4 BLOB; an INTEGER is 1 when
+    0 or 1, 5 within +-2^53, 6 beyond), and a last slot, 1 when a primary key column is
+    NULL; ``STATS_SLOTS`` codes per expression.  The loader adds them to the SELECT it
+    streams, so a big table is analysed without a scan of its own."""
+    codes = []
+    for c in t.columns:
+        q = qi(c.name)
+        if c.identity:   # the rowid: an integer
+            codes.append("5")
+        else:            # unary + : no affinity conversion of the literals
+            codes.append(f"CASE typeof({q}) WHEN 'null' THEN 0 WHEN 'real' THEN 2 "
+                         f"WHEN 'text' THEN 3 WHEN 'blob' THEN 4 ELSE CASE WHEN +{q} IN (0, 1) "
+                         f"THEN 1 WHEN +{q} BETWEEN -{MAX_SAFE_INT} AND {MAX_SAFE_INT} "
+                         "THEN 5 ELSE 6 END END")
+    codes.append(("(" + " OR ".join(f"{qi(p)} IS NULL" for p in t.pk) + ")") if t.pk else "0")
+    return [" + ".join(f"({e}) * {1 << (3 * j)}" for j, e in enumerate(codes[i:i + STATS_SLOTS]))
+            for i in range(0, len(codes), STATS_SLOTS)]
+
+
+class StreamStats:
+    """Counts of the :func:`stats_exprs` values of every row (C-level ``Counter``
+    updates per batch), decoded into what :func:`analyse_table` needs."""
+
+    def __init__(self, t: Table):
+        self.slots = len(t.columns) + 1
+        self.counters = [collections.Counter() for _ in range(0, self.slots, STATS_SLOTS)]
+
+    def add(self, code_columns) -> None:
+        for counter, col in zip(self.counters, code_columns):
+            counter.update(col)
+
+    def result(self):
+        """(rows, per column {code: rows}, rows with a NULL in the primary key)."""
+        per = [collections.Counter() for _ in range(self.slots)]
+        for i, counter in enumerate(self.counters):
+            base = i * STATS_SLOTS
+            for key, n in counter.items():
+                for j in range(min(STATS_SLOTS, self.slots - base)):
+                    per[base + j][(key >> (3 * j)) & 7] += n
+        rows = sum(self.counters[0].values())
+        return rows, per[:-1], per[-1][1]
+
+
 def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
-                  full_check: bool = True, sample: int | None = None) -> None:
+                  full_check: bool = True, sample: int | None = None,
+                  stats: StreamStats | None = None) -> None:
     """Choose the column types of one table (and check its primary key for NULLs).
 
     One scan: count(*), per column count(c) and the number of values of the storage
@@ -495,27 +555,44 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
 
     ``sample=N``: the same on the first N rows only (the loader's speculative plan, see
     ``loader.load_table``); ``t.rows`` is left alone and every column may hold NULLs.
+
+    ``stats``: the counts were gathered while the loader streamed every row
+    (:func:`stats_exprs`): the same numbers as the aggregate scan (per column the
+    storage classes; for min/max of the integers, whether they are all 0/1 and all within
+    +-2^53, all :func:`_decide` asks of them), so no scan is made; the candidate tests on
+    the first values are the same queries.
     """
     tn = qi(t.name) if not sample else f"(SELECT * FROM {qi(t.name)} LIMIT {int(sample)})"
-    exprs = ["count(*)"]
-    for c in t.columns:
-        q = qi(c.name)
-        if c.identity:   # the rowid itself: always an integer (not read: 20 % of the scan)
-            exprs += ["count(*)", "count(*)"]
-        else:
-            exprs += [f"count({q})", f"sum(typeof({q}) = '{_EXPECT[affinity(c.decl)]}')"]
-    exprs.append(("sum(" + " OR ".join(f"{qi(p)} IS NULL" for p in t.pk) + ")")
-                 if t.pk else "0")
-    r = con.execute(f"SELECT {', '.join(exprs)} FROM {tn}").fetchone()
+    per_col = None
+    if stats is not None:
+        nrows, per_col, pk_nulls = stats.result()
+        r = [nrows]
+    else:
+        exprs = ["count(*)"]
+        for c in t.columns:
+            q = qi(c.name)
+            if c.identity:   # the rowid itself: always an integer (not read: 20 % of the scan)
+                exprs += ["count(*)", "count(*)"]
+            else:
+                exprs += [f"count({q})", f"sum(typeof({q}) = '{_EXPECT[affinity(c.decl)]}')"]
+        exprs.append(("sum(" + " OR ".join(f"{qi(p)} IS NULL" for p in t.pk) + ")")
+                     if t.pk else "0")
+        r = con.execute(f"SELECT {', '.join(exprs)} FROM {tn}").fetchone()
+        pk_nulls = r[-1] or 0
     keyed = set(t.pk).union(*(i.columns for i in t.indexes if i.unique))
     indexed = set(t.pk).union(*(i.columns for i in t.indexes))
     if not sample:
         t.rows = r[0]
-    pk_nulls = r[-1] or 0
     for i, c in enumerate(t.columns):
         q = qi(c.name)
-        nn, nexp = r[1 + 2 * i] or 0, r[2 + 2 * i] or 0
-        if nn == nexp:
+        if per_col is not None:
+            k = per_col[i]
+            nn = r[0] - k[0]
+            counts = {"integer": 0, "real": 0, "text": 0, "blob": 0}
+            for code, n in k.items():
+                if code:
+                    counts[_CODE_CLASS[code]] += n
+        elif (nn := r[1 + 2 * i] or 0) == (r[2 + 2 * i] or 0):
             counts = {"integer": 0, "real": 0, "text": 0, "blob": 0}
             counts[_EXPECT[affinity(c.decl)]] = nn
         else:
@@ -526,7 +603,10 @@ def analyse_table(con, schema: str, t: Table, warn, nul_check: bool,
         c.classes = {k: v for k, v in counts.items() if v}
         c.nulls = (r[0] - nn) if not sample else 1
         imin = imax = None
-        if ni and (nr or _bool_like(c)):
+        if ni and (nr or _bool_like(c)) and per_col is not None:
+            # what _decide asks: all 0/1?  all within +-2^53?
+            imin, imax = 0, (1 if not (k[5] or k[6]) else 2 if not k[6] else MAX_SAFE_INT + 1)
+        elif ni and (nr or _bool_like(c)):
             imin, imax = con.execute(
                 f"SELECT min({q}), max({q}) FROM {tn} WHERE typeof({q}) = 'integer'").fetchone()
         ts = js = None

@@ -176,12 +176,90 @@ def _source_rows(db: Database, t: Table, extra: str = ""):
         con.close()
 
 
-def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
+def _python_checksum(db: Database, t: Table) -> tuple[int, int]:
+    """The source's checksum with every field made by :func:`column_fn` (Python)."""
     add = source_hasher(t)
     with no_gc():
         for rows in _source_rows(db, t):
             add(list(zip(*rows)))
     return add.result()
+
+
+def _sql_field(c) -> str | None:
+    """The column's canonical field as a SQLite expression, where SQLite's own (C)
+    conversion of the stored value gives the same bytes as :func:`column_fn`: text and
+    json (the UTF-8 text itself), bigint (SQLite renders an INTEGER in decimal), boolean,
+    bytea of BLOB or TEXT (``hex``).  None for the columns whose fields Python makes:
+    double precision (SQLite 3.40 has no exact rendering of a REAL), timestamptz (parsed
+    with Python's ISO parser) and columns of mixed storage classes (reals as ``repr``)."""
+    q = qi(c.name)
+    if c.conv in ("mixed_text", "mixed_bytea", "float"):
+        return None
+    t = c.pg_type
+    if t in ("text", "json", "bigint", "numeric"):
+        e = q
+    elif t == "boolean":
+        e = f"CASE WHEN {q} IS NULL THEN NULL WHEN {q} = 1 THEN 't' WHEN {q} = 0 THEN 'f' ELSE '?' END"
+    elif t == "bytea":
+        e = f"iif({q} IS NULL, NULL, lower(hex({q})))"
+    else:
+        return None
+    return f"coalesce({e}, x'ff')"
+
+
+_SQL_SEP = " || x'00' || "
+
+
+def _sql_plan(t: Table):
+    """(SELECT expressions, per expression None (SQLite made the fields: runs of
+    consecutive columns joined by NUL) or the column's Python function)."""
+    exprs, fns, run = [], [], []
+
+    def end_run():
+        if run:    # CAST: one column alone would come back as its own value (an int)
+            exprs.append(f"CAST({_SQL_SEP.join(run)} AS TEXT)")
+            fns.append(None)
+            run.clear()
+    for c in t.columns:
+        f = _sql_field(c)
+        if f is not None:
+            run.append(f)
+            continue
+        end_run()
+        exprs.append(qi(c.name))
+        fns.append(column_fn(c))
+    end_run()
+    return exprs, fns
+
+
+def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
+    """The source's checksum: the same canonical rows as :func:`source_hasher`, with the
+    fields SQLite can make exactly made by SQLite in C (:func:`_sql_field`), each run of
+    such columns fetched as one value per row, and the others made by :func:`column_fn`
+    (a UTF-8 database only; else everything by Python)."""
+    con = open_snapshot(db.source.snapshot or db.source.path)
+    try:
+        if con.execute("PRAGMA encoding").fetchone()[0].upper() != "UTF-8":
+            return _python_checksum(db, t)
+        con.text_factory = bytes
+        exprs, fns = _sql_plan(t)
+        cur = con.execute(f"SELECT {', '.join(exprs)} FROM {qi(t.name)}")
+        n = total = 0
+        with no_gc():
+            while True:
+                rows = cur.fetchmany(10000)
+                if not rows:
+                    break
+                n += len(rows)
+                if len(fns) == 1 and fns[0] is None:
+                    joined = map(operator.itemgetter(0), rows)
+                else:
+                    fields = [col if f is None else f(col) for f, col in zip(fns, zip(*rows))]
+                    joined = map(_join, zip(*fields))
+                total += sum(map(_signed, map(_first8, map(_digest, map(hashlib.md5, joined)))))
+        return n, total
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------- PostgreSQL side
