@@ -544,3 +544,62 @@ def test_benchmark_smoke(tmp_path):
 def test_sources_are_byte_identical(migrated, instance_dir, instance_hashes):
     # runs last in this module: every migration above read these files
     assert file_hashes(instance_dir) == instance_hashes
+
+
+def _awkward_db(path):
+    """One table of 24 columns (two stats expressions), every storage class, integers at
+    0/1, within and beyond +-2^53, NULLs, a NULL in the primary key, NUL bytes, blobs."""
+    con = sqlite3.connect(path)
+    cols = ["k TEXT PRIMARY KEY", "is_b INTEGER", "flag BOOLEAN", "n INTEGER", "r REAL",
+            "ir NUMERIC", "big NUMERIC", "t TEXT", "ts TEXT", "js TEXT", "mix", "b BLOB",
+            "tb", "nul TEXT", "allnull TEXT", "zts TEXT"] + [f"c{i} TEXT" for i in range(8)]
+    con.execute(f"CREATE TABLE w ({', '.join(cols)})")
+    rows = []
+    for i in range(3000):
+        rows.append((
+            None if i == 2999 else f"k{i}", i % 2, None if i % 7 == 0 else i % 2,
+            (-1) ** i * i * 1000, i / 3 if i % 5 else None, i if i % 2 else i + 0.5,
+            2 ** 60 + i if i == 1500 else i / 2, f"t{i}\t\n\\é" if i % 3 else "",
+            f"2025-01-{1 + i % 28:02d} 10:00:00" + ("+01:00" if i % 4 == 0 else ""),
+            f'{{"a": {i}, "b": [-0.0, 1E+2]}}', [1, "two", 3.5, None, b"\x00\x01"][i % 5],
+            bytes([i % 256, 0, 255]), b"\xc3\xa9" if i % 2 else "é", f"a\x00b{i}",
+            None, f"2025-02-01T00:00:00.{i:06d}Z" if i % 11 else None,
+            *[f"v{i}-{j}" if (i + j) % 4 else None for j in range(8)]))
+    con.executemany(f"INSERT INTO w VALUES ({', '.join('?' * len(cols))})", rows)
+    con.commit()
+    con.close()
+
+
+def test_stream_stats_give_the_scans_analysis_and_sql_fields_the_python_checksum(tmp_path):
+    """A big table's analysis made from the codes the loader streams (StreamStats) equals
+    the aggregate scan's, warnings and storage class counts included; the source checksum
+    with fields made by SQLite (verify.sqlite_checksum) equals the all-Python one."""
+    import copy
+
+    from chatmrpt_migrate import source, verify
+    path = tmp_path / "w.db"
+    _awkward_db(path)
+    s = source.discover([str(path)], False, print)[0]
+    db = source.introspect(s, print)
+    (t,) = db.tables
+    con = source.open_snapshot(str(path))
+    for full_check in (False, True):
+        scanned, streamed = copy.deepcopy(t), copy.deepcopy(t)
+        w1, w2 = [], []
+        source.analyse_table(con, "w", scanned, w1.append, nul_check=False, full_check=full_check)
+        stats = source.StreamStats(streamed)
+        assert len(source.stats_exprs(streamed)) == 2
+        cur = con.execute(f"SELECT {', '.join(source.stats_exprs(streamed))} FROM w")
+        while rows := cur.fetchmany(700):
+            stats.add(list(zip(*rows)))
+        source.analyse_table(con, "w", streamed, w2.append, nul_check=False,
+                             full_check=full_check, stats=stats)
+        assert scanned == streamed and w1 == w2
+    kinds = {c.name: (c.pg_type, c.conv) for c in scanned.columns}
+    assert kinds["is_b"] == ("boolean", None) and kinds["big"] == ("text", "mixed_text")
+    assert kinds["ir"] == ("double precision", "float") and kinds["mix"][0] == "bytea"
+    assert scanned.pk_skipped
+    source.analyse(db, print)          # the full plan (NUL scan: nul is bytea)
+    assert {c.name: c.pg_type for c in t.columns}["nul"] == "bytea"
+    assert len(verify._sql_plan(t)[0]) > 3      # SQLite and Python fields interleaved
+    assert verify.sqlite_checksum(db, t) == verify._python_checksum(db, t)
