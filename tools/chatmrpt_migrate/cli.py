@@ -355,7 +355,12 @@ def _verify_staging(run: _Run) -> bool:
     timings = run.report["timings"]
     t = time.perf_counter()
     cpu1 = cpu_now()
-    results = verify(run.target, run.dbs, lambda db: db.schema + STAGING, run.args.jobs, run.out.log)
+    try:
+        results = verify(run.target, run.dbs, lambda db: db.schema + STAGING, run.args.jobs,
+                         run.out.log, source_sums=run.loader.source_sums)
+    finally:
+        if run.loader.hashers:
+            run.loader.hashers.close()
     timings["verify"] = round(time.perf_counter() - t, 3)
     # client CPU seconds (this process + loader processes; not PostgreSQL's): from
     # the start (snapshot, analysis, load, keys, FKs) and of the verification
@@ -425,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{mask_dsn(str(e), run.secret)}")
         code = EXIT_ERROR
     finally:
+        if run.loader is not None and run.loader.hashers:
+            run.loader.hashers.close()
         for s in run.sources:
             release(s)
     if run.loader is not None and not run.swapped:

@@ -29,6 +29,7 @@ from .source import (Database, JsonRejected, MigrationError, StreamStats, Table,
                      TimestampRejected, _fromiso, analyse_table, json_rejected, no_gc,
                      open_snapshot, qi, recheck_nul, stats_exprs, ts_from_text, ts_rejected,
                      ts_values_check)
+from .verify import SourceHashers
 
 STAGING = "__staging"
 PREVIOUS = "__previous"
@@ -386,6 +387,9 @@ class Loader:
         self.mwm = maintenance_work_mem
         self.lock = threading.Lock()
         self.timings: dict[str, dict] = {}
+        # the verification's source side, started per table during the load
+        self.hashers = None
+        self.source_sums: dict = {}
 
     # ------------------------------------------------------------------ staging
     def prepare(self) -> None:
@@ -412,11 +416,16 @@ class Loader:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         index_futures = []
+        # forked first, while this process has no thread (see SourceHashers)
+        hashers = SourceHashers(self.jobs) if ctx.get_start_method() == "fork" else None
+        self.hashers = hashers
         with ThreadPoolExecutor(self.jobs) as ix, \
                 ProcessPoolExecutor(self.jobs, mp_context=ctx) as ex:
             futs = {ex.submit(load_table, self.dsn, db.schema,
                               db.source.snapshot or db.source.path, db.tables[i]): (db, i)
                     for db, i in tasks}
+            if hashers:    # the loader processes are forked by now
+                hashers.start()
             for f in as_completed(futs):
                 db, i = futs[f]
                 t, warnings, msg, timing = f.result()
@@ -428,6 +437,9 @@ class Loader:
                     self.timings[f"{db.schema}.{t.name}"] = timing
                 index_futures += [ix.submit(self._run_key, db, t, *task)
                                   for task in self._key_tasks(db, t)]
+                if hashers:     # the verification's source side, at idle priority
+                    self.source_sums[(db.schema, t.name)] = hashers.submit(
+                        db.source.snapshot or db.source.path, t)
             for f in index_futures:
                 f.result()
 
@@ -464,6 +476,9 @@ class Loader:
         tq = f"{qi(staging(db))}.{qi(t.pg)}"
         with connect(self.dsn, autocommit=True) as con:
             con.execute(f"SET maintenance_work_mem = '{self.mwm}'")
+            # no parallel workers: the --jobs sessions already keep the cores busy, and
+            # a parallel build costs ~20 % more CPU
+            con.execute("SET max_parallel_maintenance_workers = 0")
             for s in stmts:
                 con.execute(s)
             if identity:

@@ -27,6 +27,7 @@ differ.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -35,7 +36,11 @@ import operator
 import re
 import struct
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import os
+import queue
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import connection as mp_connection
 
 from .source import EPOCH, UTC, Database, Source, Table, _fromiso, no_gc, open_snapshot, qi
 
@@ -477,12 +482,127 @@ def _source_checksum(path: str, t: Table) -> tuple[int, int]:
     return sqlite_checksum(Database(Source(path, ""), []), t)
 
 
-def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dict]:
+def _hash_worker(conn) -> None:
+    """A :class:`SourceHashers` process: at the lowest CPU priority, the source checksum
+    of each (path, table) it receives, until None."""
+    os.nice(19)
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        try:
+            conn.send((True, _source_checksum(*job)))
+        except Exception as e:  # noqa: BLE001  re-raised in the main process
+            conn.send((False, f"{e.__class__.__name__}: {e}"))
+
+
+class SourceHashers:
+    """The source side of the verification, started while the load is still running:
+    ``jobs`` worker processes at the lowest CPU priority (``nice 19``: they get the CPU
+    time the loaders and the server leave idle, e.g. while keys and foreign keys are
+    built, and next to nothing while they are busy), each fed one table at a time by a
+    thread, as soon as the table is loaded (its plan is then final).
+
+    Use: construct (forks the processes) before any thread exists in this process,
+    then :meth:`start` (the feeding thread), :meth:`submit`, :meth:`close`."""
+
+    def __init__(self, jobs: int):
+        ctx = multiprocessing.get_context("fork")
+        self.conns, self.procs = [], []
+        for _ in range(max(1, jobs)):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_hash_worker, args=(child,), daemon=True)
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+        self.jobs: queue.Queue = queue.Queue()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, path: str, t: Table) -> Future:
+        f: Future = Future()
+        self.jobs.put((f, path, t))
+        return f
+
+    def _feed(self) -> None:
+        idle, busy = list(self.conns), {}
+        pending: collections.deque = collections.deque()
+        closing = False
+        while True:
+            try:
+                while True:
+                    job = self.jobs.get(block=not busy and not pending and not closing)
+                    if job is None:
+                        closing = True
+                    else:
+                        pending.append(job)
+                    if self.jobs.empty():
+                        break
+            except queue.Empty:
+                pass
+            while idle and pending:
+                f, path, t = pending.popleft()
+                if not f.set_running_or_notify_cancel():
+                    continue
+                conn = idle.pop()
+                try:
+                    conn.send((path, t))
+                except OSError as e:      # the worker is gone
+                    f.set_exception(RuntimeError(f"source hasher: {e}"))
+                    continue
+                busy[conn] = f
+            if self.stopping:       # close(): what has not started is cancelled
+                for f, _path, _t in pending:
+                    f.cancel()
+                for f in busy.values():
+                    f.set_exception(RuntimeError("source hasher stopped"))
+                return
+            if closing and not busy and not pending:
+                return
+            for conn in mp_connection.wait(list(busy), timeout=0.05) if busy else []:
+                f = busy.pop(conn)
+                try:
+                    ok, value = conn.recv()
+                except (EOFError, OSError) as e:
+                    f.set_exception(RuntimeError(f"source hasher ended: {e!r}"))
+                    continue
+                if ok:
+                    f.set_result(value)
+                else:
+                    f.set_exception(RuntimeError(value))
+                idle.append(conn)
+
+    def close(self) -> None:
+        """Cancel what has not started, end the processes (the results are in)."""
+        self.stopping = True
+        self.jobs.put(None)
+        if self.thread.is_alive():
+            self.thread.join()
+        for c in self.conns:
+            try:
+                c.send(None)
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(timeout=0.5)
+            if p.is_alive():      # still hashing a table nobody waits for
+                p.kill()
+                p.join()
+
+
+def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
+           source_sums: dict | None = None) -> list[dict]:
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
 
-    Both sides are computed here, after the load, biggest tables first: the source side
-    by reading the source (snapshot) again in ``jobs`` worker processes (the per-row
-    hashing of two tables must not share one GIL), the server's in ``jobs`` sessions."""
+    The server side is computed here, after the load, biggest tables first, in ``jobs``
+    sessions.  The source side: by reading the source (snapshot) again, in ``jobs``
+    worker processes (the per-row hashing of two tables must not share one GIL); a
+    migration passes the futures its :class:`SourceHashers` started during the load
+    (``source_sums[(schema, table)]``)."""
     results = []
     todo = []
     for db in dbs:
@@ -516,17 +636,27 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dic
     todo.sort(key=lambda x: -(x[3].rows * max(1, len(x[3].columns))))
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    sums = source_sums or {}
     futures = []
-    with no_gc(), ProcessPoolExecutor(max(1, jobs), mp_context=ctx) as px, \
-            ThreadPoolExecutor(max(1, jobs)) as ex:
-        # the processes are forked at the first submit, before any thread of ``ex`` runs
-        fss = [px.submit(_source_checksum, db.source.snapshot or db.source.path, t)
+    need = [x for x in todo if (x[1].schema, x[3].name) not in sums]
+    with no_gc(), contextlib.ExitStack() as stack:
+        # processes forked at the first submit, before any thread of ``ex`` runs
+        px = (stack.enter_context(ProcessPoolExecutor(max(1, jobs), mp_context=ctx))
+              if need else None)
+        fss = [sums.get((db.schema, t.name))
+               or px.submit(_source_checksum, db.source.snapshot or db.source.path, t)
                for _res, db, _schema, t in todo]
+        ex = stack.enter_context(ThreadPoolExecutor(max(1, jobs)))
         for (res, db, schema, t), fs in zip(todo, fss):
             futures.append((res, db, schema, t, fs, ex.submit(pg_checksum, dsn, schema, t)))
         for res, db, schema, t, fs, fp in futures:
             try:
-                n1, s1 = fs.result()
+                try:
+                    n1, s1 = fs.result()
+                except Exception:  # noqa: BLE001  a background hasher failed: once more here
+                    if (db.schema, t.name) not in sums:
+                        raise
+                    n1, s1 = _source_checksum(db.source.snapshot or db.source.path, t)
                 res["source_rows"], res["source_checksum"] = n1, f"{s1:x}"
             except Exception as e:  # noqa: BLE001
                 res["problems"].append(f"source checksum failed: {e.__class__.__name__}: {e}")
