@@ -296,28 +296,32 @@ def _transformer(plan):
     return tx
 
 
-def _batches(src, t: Table, plan, fns, stats=None):
-    """(the batch's columns as read, rows ready for the binary encoder) per BATCH rows;
-    with ``stats``, the SELECT also gives the analysis' codes of each row, counted there."""
-    exprs = [e for e, _w, _f in plan] + (stats_exprs(t) if stats else [])
-    cur = src.execute(f"SELECT {', '.join(exprs)} FROM {qi(t.name)}")
+def _batches(src, t: Table, plan, stats=None):
+    """(rows read, rows ready for the binary encoder) per BATCH rows.  ``plan`` lists the
+    columns that need no conversion first: a batch's converted columns are taken out
+    with C-level ``itemgetter`` maps, converted, and each row is its unconverted part
+    plus its converted values (no transposition of the whole batch).  With ``stats``, the
+    SELECT also gives the analysis' codes of each row (after the columns), counted."""
+    codes = stats_exprs(t) if stats else []
+    cur = src.execute(f"SELECT {', '.join([e for e, _w, _f in plan] + codes)} FROM {qi(t.name)}")
     n = len(plan)
+    k = next((i for i, (_e, _w, f) in enumerate(plan) if f), n)   # unconverted columns
+    fns = [(i, f) for i, (_e, _w, f) in enumerate(plan) if f]
+    head = operator.itemgetter(slice(0, k))
     while True:
         rows = cur.fetchmany(BATCH)
         if not rows:
             return
-        columns = list(zip(*rows))
         if stats:
-            stats.add(columns[n:])
-            del columns[n:]
-            if not fns:
-                rows = zip(*columns)
+            stats.add([map(operator.itemgetter(n + j), rows) for j in range(len(codes))])
         if fns:
-            converted = list(columns)
-            for i, f in fns:
-                converted[i] = f(converted[i])
-            rows = zip(*converted)
-        yield columns, rows
+            converted = [f(list(map(operator.itemgetter(i), rows))) for i, f in fns]
+            out = map(operator.add, map(head, rows), zip(*converted))
+        elif stats:
+            out = map(head, rows)
+        else:
+            out = rows
+        yield len(rows), out
 
 
 def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None) -> int:
@@ -325,9 +329,12 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None) -> int:
     rows are encoded with psycopg's C row encoder into ~1 MB blocks, which psycopg's
     ``QueuedLibpqWriter`` sends from a thread: the encoding of the next block overlaps
     the server's work on the previous ones).  Returns the number of rows sent."""
-    plan = [column_plan(c) for c in t.columns]
-    fns = [(i, f) for i, (_e, _w, f) in enumerate(plan) if f]
-    cols = ", ".join(qi(c.name) for c in t.columns)
+    # the columns that need no conversion first (see _batches); COPY names them in
+    # that order
+    plan = [(c, column_plan(c)) for c in t.columns]
+    plan.sort(key=lambda x: x[1][2] is not None)
+    cols = ", ".join(qi(c.name) for c, _p in plan)
+    plan = [p for _c, p in plan]
     tx, fmt = _transformer(plan), format_row_binary
     n = 0
     try:
@@ -337,10 +344,10 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None) -> int:
             write = cp.write
             write(SIGNATURE)
             buf = bytearray()
-            for columns, rows in _batches(src, t, plan, fns, stats):
+            for count, rows in _batches(src, t, plan, stats):
                 for r in rows:
                     fmt(r, tx, buf)
-                n += len(columns[0])
+                n += count
                 if len(buf) >= CHUNK:
                     write(buf)
                     buf = bytearray()
