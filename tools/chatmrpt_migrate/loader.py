@@ -143,7 +143,7 @@ def staging(db: Database) -> str:
     return db.schema + STAGING
 
 
-SPECULATE_ROWS = 50_000   # tables at least this big start loading on a sampled plan
+SPECULATE_ROWS = 10_000   # tables at least this big start loading on a sampled plan
 SAMPLE_ROWS = 2_000
 
 
