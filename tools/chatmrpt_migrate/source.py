@@ -242,7 +242,6 @@ class Table:
     warnings: list = field(default_factory=list)
     pk_skipped: str | None = None
     rowid: bool = True           # False: WITHOUT ROWID table (the loader cannot split it)
-    checksum: tuple | None = None  # (rows, sum of row hashes) of the source, while loading
 
     @property
     def pg(self) -> str:
