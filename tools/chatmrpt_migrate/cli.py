@@ -357,7 +357,8 @@ def _verify_staging(run: _Run) -> bool:
     cpu1 = cpu_now()
     try:
         results = verify(run.target, run.dbs, lambda db: db.schema + STAGING, run.args.jobs,
-                         run.out.log, source_sums=run.loader.source_sums)
+                         run.out.log, source_sums=run.loader.source_sums,
+                         hashers=run.loader.hashers)
     finally:
         if run.loader.hashers:
             run.loader.hashers.close()

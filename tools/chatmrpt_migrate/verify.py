@@ -504,7 +504,8 @@ class SourceHashers:
     thread, as soon as the table is loaded (its plan is then final).
 
     Use: construct (forks the processes) before any thread exists in this process,
-    then :meth:`start` (the feeding thread), :meth:`submit`, :meth:`close`."""
+    then :meth:`start` (the feeding thread), :meth:`submit`, :meth:`full_priority` once
+    the load is over (the verification waits for them), :meth:`close`."""
 
     def __init__(self, jobs: int):
         ctx = multiprocessing.get_context("fork")
@@ -522,6 +523,16 @@ class SourceHashers:
 
     def start(self) -> None:
         self.thread.start()
+
+    def full_priority(self) -> None:
+        """The load is over: back to normal priority (where allowed: lowering a nice value
+        needs CAP_SYS_NICE; else they stay niced, which costs time only when other work
+        on the machine competes for the CPU)."""
+        for p in self.procs:
+            try:
+                os.setpriority(os.PRIO_PROCESS, p.pid, 0)
+            except OSError:
+                pass
 
     def submit(self, path: str, t: Table) -> Future:
         f: Future = Future()
@@ -595,14 +606,16 @@ class SourceHashers:
 
 
 def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
-           source_sums: dict | None = None) -> list[dict]:
+           source_sums: dict | None = None, hashers: SourceHashers | None = None) -> list[dict]:
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
 
     The server side is computed here, after the load, biggest tables first, in ``jobs``
     sessions.  The source side: by reading the source (snapshot) again, in ``jobs``
     worker processes (the per-row hashing of two tables must not share one GIL); a
     migration passes the futures its :class:`SourceHashers` started during the load
-    (``source_sums[(schema, table)]``)."""
+    (``source_sums[(schema, table)]``) and the hashers, which get normal priority here."""
+    if hashers is not None:
+        hashers.full_priority()
     results = []
     todo = []
     for db in dbs:
