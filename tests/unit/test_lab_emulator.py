@@ -14,15 +14,24 @@ import sys
 
 from helpers import ROOT
 
-SCALE_OUT = """
+# Each case's script starts so: argv[2] names the mend to apply, or "plain" for none.
+PREAMBLE = """
 import base64, sys
 sys.path.insert(0, sys.argv[1])
-if sys.argv[2] == "mended":
+if sys.argv[2] != "plain":
     import emulator_server
-    emulator_server.mend_launch_template_versions()
+    getattr(emulator_server, sys.argv[2])()
 import boto3
 from moto import mock_aws
+"""
 
+
+def run_case(script: str, mend: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PREAMBLE + script, str(ROOT / "lab"), mend],
+                          capture_output=True, text=True, timeout=120)
+
+
+SCALE_OUT = """
 with mock_aws():
     ec2 = boto3.client("ec2", region_name="us-east-2")
     autoscaling = boto3.client("autoscaling", region_name="us-east-2")
@@ -42,8 +51,7 @@ with mock_aws():
 
 
 def scale_out(mode: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SCALE_OUT, str(ROOT / "lab"), mode],
-                          capture_output=True, text=True, timeout=120)
+    return run_case(SCALE_OUT, "mend_launch_template_versions" if mode == "mended" else "plain")
 
 
 def test_the_groups_instance_gets_the_user_data_of_the_default_version():
@@ -59,14 +67,6 @@ def test_moto_still_needs_the_mend():
 
 
 SCALE_IN = """
-import sys
-sys.path.insert(0, sys.argv[1])
-if sys.argv[2] == "mended":
-    import emulator_server
-    emulator_server.mend_target_group_deregistration()
-import boto3
-from moto import mock_aws
-
 with mock_aws():
     ec2 = boto3.client("ec2", region_name="us-east-2")
     elbv2 = boto3.client("elbv2", region_name="us-east-2")
@@ -89,8 +89,7 @@ with mock_aws():
 
 
 def scale_in(mode: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SCALE_IN, str(ROOT / "lab"), mode],
-                          capture_output=True, text=True, timeout=120)
+    return run_case(SCALE_IN, "mend_target_group_deregistration" if mode == "mended" else "plain")
 
 
 def test_an_instance_that_left_the_group_leaves_its_target_group_and_a_hand_managed_one_stays():
