@@ -4,9 +4,10 @@ on an app ``instance/`` directory of ChatMRPT's real shape (chatmrpt_shape.py: 4
 databases + 2 ``uploads/*/tpr_precomputed.db``, 30 tables, ~1.24 M rows at --scale 1).
 
 One throwaway PostgreSQL 15 server (fsync on, max_wal_size 8GB, shared_buffers 512MB).
-Each round runs the three methods back to back, each after a checkpoint and ``sync``
-(outside its timing, so no method pays for the previous one's dirty pages), each into its
-own fresh database(s); each round's databases are dropped after it.
+Each round runs the three methods back to back, each after ``VACUUM (ANALYZE)`` of every
+database, a checkpoint and ``sync`` (outside its timing, so no method pays for the
+previous one's autovacuum work or dirty pages), each into its own fresh database(s); each
+round's databases are dropped after it.
 
 1. **ours**, what a user runs, default options, timed as a whole process:
    ``python -m chatmrpt_migrate INSTANCE --include-tpr --target DSN --report R``
@@ -135,8 +136,13 @@ class CpuMeter:
 
 def settle(pg) -> None:
     """Before each method, outside its timing: the same starting state for all three.
-    A checkpoint, so no method writes out the previous one's dirty buffers, and the OS'
-    dirty pages written (sync), so no method waits on the previous one's writeback."""
+    Every database vacuumed and analyzed, so no method's run meets autovacuum working
+    on the previous one's tables (ours hands its tables to autovacuum only when it
+    ends); a checkpoint, so no method writes out the previous one's dirty buffers; and
+    the OS' dirty pages written (sync), so no method waits on the previous one's
+    writeback."""
+    for db in pg.psql("SELECT datname FROM pg_database WHERE datallowconn").split():
+        pg.psql("VACUUM (ANALYZE)", dbname=db)
     pg.psql("CHECKPOINT")
     subprocess.run(["sync"], check=True)
 

@@ -169,6 +169,23 @@ def test_keys_indexes_and_sequences(migrated):
             "idx_survey_questions_order"} <= idx
 
 
+def test_autovacuum_is_handed_the_swapped_in_tables(migrated):
+    """Staging tables are created without autovacuum (it would compete with the load
+    and the verification); the swap gives it back, with the insert counters that make
+    its next round analyze the new tables."""
+    dsn = migrated[0]
+    rows = q(dsn, "SELECT n.nspname, c.relname, c.reloptions, t.reloptions "
+                  "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                  "LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
+                  "WHERE c.relkind = 'r' AND n.nspname IN "
+                  "('interactions', 'users', 'survey', 'prepost_test', 'tpr_sess_abc')")
+    assert len(rows) == 19
+    assert [r for r in rows if r[2] or r[3]] == []
+    pending = dict(q(dsn, "SELECT relname, n_mod_since_analyze FROM pg_stat_user_tables "
+                          "WHERE schemaname = 'interactions'"))
+    assert pending["messages"] > 0
+
+
 def test_orphans_keep_makes_not_valid_fk(migrated):
     dsn = migrated[0]
     fks = dict(q(dsn, "SELECT conname, convalidated FROM pg_constraint WHERE contype='f' "

@@ -258,8 +258,10 @@ def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
                 n += len(rows)
                 if len(fns) == 1 and fns[0] is None:
                     joined = map(operator.itemgetter(0), rows)
-                else:
-                    fields = [col if f is None else f(col) for f, col in zip(fns, zip(*rows))]
+                else:   # only Python's columns taken out of the rows (no transposition)
+                    fields = [map(operator.itemgetter(i), rows) if f is None
+                              else f(list(map(operator.itemgetter(i), rows)))
+                              for i, f in enumerate(fns)]
                     joined = map(_join, zip(*fields))
                 total += sum(map(_signed, map(_first8, map(_digest, map(hashlib.md5, joined)))))
         return n, total
