@@ -8,6 +8,7 @@ the server's) as soon as their table is committed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -124,6 +125,36 @@ def connect(dsn: str, **kw) -> psycopg.Connection:
     con = psycopg.connect(dsn, **kw)
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+class Sessions:
+    """One autocommit session per thread, kept for the thread's next tasks (key builds,
+    checksums): a connection costs a backend start and authentication (~4 ms of server
+    CPU against a local server; TLS and SCRAM add to it on RDS), and a run has dozens of
+    such tasks.  ``setup``: statements run once per session.  :meth:`close` ends them all."""
+
+    def __init__(self, dsn: str, setup: tuple[str, ...] = ()):
+        self.dsn, self.setup = dsn, setup
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.opened: list[psycopg.Connection] = []
+
+    def get(self) -> psycopg.Connection:
+        con = getattr(self.local, "con", None)
+        if con is None or con.closed:
+            con = connect(self.dsn, autocommit=True)
+            for stmt in self.setup:
+                con.execute(stmt)
+            self.local.con = con
+            with self.lock:
+                self.opened.append(con)
+        return con
+
+    def close(self) -> None:
+        with self.lock:
+            for con in self.opened:
+                con.close()
+            self.opened.clear()
 
 
 def check_target(dsn: str) -> None:
@@ -433,7 +464,11 @@ class Loader:
         # forked first, while this process has no thread (see SourceHashers)
         hashers = SourceHashers(self.jobs) if ctx.get_start_method() == "fork" else None
         self.hashers = hashers
-        with ThreadPoolExecutor(self.jobs) as ix, \
+        # the key builds' sessions: no parallel workers (the --jobs sessions already keep
+        # the cores busy, and a parallel build costs ~20 % more CPU)
+        sessions = Sessions(self.dsn, (f"SET maintenance_work_mem = '{self.mwm}'",
+                                       "SET max_parallel_maintenance_workers = 0"))
+        with contextlib.closing(sessions), ThreadPoolExecutor(self.jobs) as ix, \
                 ProcessPoolExecutor(self.jobs, mp_context=ctx) as ex:
             futs = {ex.submit(load_table, self.dsn, db.schema,
                               db.source.snapshot or db.source.path, db.tables[i]): (db, i)
@@ -449,7 +484,7 @@ class Loader:
                 self.log(msg)
                 with self.lock:
                     self.timings[f"{db.schema}.{t.name}"] = timing
-                index_futures += [ix.submit(self._run_key, db, t, *task)
+                index_futures += [ix.submit(self._run_key, sessions, db, t, *task)
                                   for task in self._key_tasks(db, t)]
                 if hashers:     # the verification's source side, at idle priority
                     self.source_sums[(db.schema, t.name)] = hashers.submit(
@@ -458,7 +493,8 @@ class Loader:
                 f.result()
 
     def _key_tasks(self, db: Database, t: Table):
-        """(name, statements) per key/index: each runs in its own session.  Keys are
+        """(name, statements) per key/index: each is one task of the key-build threads
+        (each thread has its session), so builds on one table run at once.  Keys are
         built as unique indexes (ShareLock: several builds on one table run at once),
         then attached with ``ADD CONSTRAINT ... USING INDEX``."""
         tq = f"{qi(staging(db))}.{qi(t.pg)}"
@@ -485,23 +521,20 @@ class Loader:
         # the identity restart runs after the primary key (whose index answers max())
         return out
 
-    def _run_key(self, db: Database, t: Table, name: str, stmts, identity: bool) -> None:
+    def _run_key(self, sessions: Sessions, db: Database, t: Table, name: str, stmts,
+                 identity: bool) -> None:
         t0 = time.perf_counter()
         tq = f"{qi(staging(db))}.{qi(t.pg)}"
-        with connect(self.dsn, autocommit=True) as con:
-            con.execute(f"SET maintenance_work_mem = '{self.mwm}'")
-            # no parallel workers: the --jobs sessions already keep the cores busy, and
-            # a parallel build costs ~20 % more CPU
-            con.execute("SET max_parallel_maintenance_workers = 0")
-            for s in stmts:
-                con.execute(s)
-            if identity:
-                col = qi(t.identity_col)
-                mx = con.execute(f"SELECT max({col}) FROM {tq}").fetchone()[0]
-                last = max(mx or 0, t.identity_next or 0)
-                t.identity_next = last
-                if last < 2 ** 63 - 1:     # else the identity is used up, as in SQLite
-                    con.execute(f"ALTER TABLE {tq} ALTER COLUMN {col} RESTART WITH {last + 1}")
+        con = sessions.get()
+        for s in stmts:
+            con.execute(s)
+        if identity:
+            col = qi(t.identity_col)
+            mx = con.execute(f"SELECT max({col}) FROM {tq}").fetchone()[0]
+            last = max(mx or 0, t.identity_next or 0)
+            t.identity_next = last
+            if last < 2 ** 63 - 1:     # else the identity is used up, as in SQLite
+                con.execute(f"ALTER TABLE {tq} ALTER COLUMN {col} RESTART WITH {last + 1}")
         dt = time.perf_counter() - t0
         with self.lock:
             self.timings[f"{db.schema}.{t.name}"][f"key {name}"] = round(dt, 3)

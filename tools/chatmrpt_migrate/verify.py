@@ -295,29 +295,25 @@ def _pg_row(t: Table) -> str:
     return " || '\\x00'::bytea || ".join(_pg_field(c) for c in t.columns)
 
 
-def pg_checksum(dsn: str, schema: str, t: Table) -> tuple[int, int]:
-    from .loader import connect
-    with connect(dsn, autocommit=True) as con:
-        n, s = con.execute(
-            f"SELECT count(*), coalesce(sum(('x' || left(md5({_pg_row(t)}), 16))"
-            f"::bit(64)::bigint), 0)::text FROM {qi(schema)}.{qi(t.pg)}").fetchone()
-        return n, int(s)
+def pg_checksum(con, schema: str, t: Table) -> tuple[int, int]:
+    n, s = con.execute(
+        f"SELECT count(*), coalesce(sum(('x' || left(md5({_pg_row(t)}), 16))"
+        f"::bit(64)::bigint), 0)::text FROM {qi(schema)}.{qi(t.pg)}").fetchone()
+    return n, int(s)
 
 
-def pg_columns(dsn: str, schema: str) -> dict[str, dict[str, str]]:
-    from .loader import connect
-    with connect(dsn, autocommit=True) as con:
-        out: dict[str, dict[str, str]] = {}
-        for tbl, col, typ in con.execute(
-                "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
-                "|| CASE WHEN a.attcollation = 'pg_catalog.\"C\"'::regcollation "
-                "THEN ' COLLATE \"C\"' ELSE '' END "
-                "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 "
-                "AND NOT a.attisdropped ORDER BY c.relname, a.attnum", (schema,)):
-            out.setdefault(tbl, {})[col] = typ
-        return out
+def pg_columns(con, schema: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for tbl, col, typ in con.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "|| CASE WHEN a.attcollation = 'pg_catalog.\"C\"'::regcollation "
+            "THEN ' COLLATE \"C\"' ELSE '' END "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' AND a.attnum > 0 "
+            "AND NOT a.attisdropped ORDER BY c.relname, a.attnum", (schema,)):
+        out.setdefault(tbl, {})[col] = typ
+    return out
 
 
 # ---------------------------------------------------------------------------- differences
@@ -612,17 +608,21 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
 
     The server side is computed here, after the load, biggest tables first, in ``jobs``
-    sessions.  The source side: by reading the source (snapshot) again, in ``jobs``
+    sessions (one per thread, kept for its next table).  The source side: by reading the source (snapshot) again, in ``jobs``
     worker processes (the per-row hashing of two tables must not share one GIL); a
     migration passes the futures its :class:`SourceHashers` started during the load
     (``source_sums[(schema, table)]``) and the hashers, which get normal priority here."""
+    from .loader import Sessions, connect
     if hashers is not None:
         hashers.full_priority()
     results = []
     todo = []
+    # closed before the source checksums' processes fork (no inherited connection)
+    with connect(dsn, autocommit=True) as con:
+        actual_columns = {db.schema: pg_columns(con, schema_of(db)) for db in dbs}
     for db in dbs:
         schema = schema_of(db)
-        actual = pg_columns(dsn, schema)
+        actual = actual_columns[db.schema]
         for t in sorted(db.tables, key=lambda t: -t.rows):
             res = {"schema": db.schema, "table": t.name, "source_rows": t.rows,
                    "target_rows": None, "source_checksum": None, "target_checksum": None,
@@ -661,9 +661,11 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
         fss = [sums.get((db.schema, t.name))
                or px.submit(_source_checksum, db.source.snapshot or db.source.path, t)
                for _res, db, _schema, t in todo]
+        sessions = stack.enter_context(contextlib.closing(Sessions(dsn)))
         ex = stack.enter_context(ThreadPoolExecutor(max(1, jobs)))
         for (res, db, schema, t), fs in zip(todo, fss):
-            futures.append((res, db, schema, t, fs, ex.submit(pg_checksum, dsn, schema, t)))
+            futures.append((res, db, schema, t, fs,
+                            ex.submit(lambda s=schema, t=t: pg_checksum(sessions.get(), s, t))))
         for res, db, schema, t, fs, fp in futures:
             try:
                 try:
