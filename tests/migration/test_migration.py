@@ -186,6 +186,22 @@ def test_autovacuum_is_handed_the_swapped_in_tables(migrated):
     assert pending["messages"] > 0
 
 
+def test_staging_tables_get_autovacuum_only_at_the_swap(fresh_db, instance_dir, monkeypatch):
+    """A run whose verification fails leaves its staging schemas as they were during the
+    run: every table (and its TOAST table) kept from autovacuum."""
+    from chatmrpt_migrate import verify
+    monkeypatch.setattr(verify, "pg_checksum", lambda con, schema, t: (-1, 0))
+    assert run(instance_dir, "--target", fresh_db, "-q") == 1
+    rows = q(fresh_db, "SELECT c.relname, c.reloptions, t.reloptions "
+                       "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
+                       "WHERE c.relkind = 'r' AND n.nspname = 'interactions__staging'")
+    assert rows
+    assert [r[0] for r in rows if "autovacuum_enabled=false" not in (r[1] or [])] == []
+    assert [r[0] for r in rows if r[2] is not None and "autovacuum_enabled=false" not in r[2]] == []
+    assert any(r[2] is not None for r in rows)    # some have a TOAST table
+
+
 def test_orphans_keep_makes_not_valid_fk(migrated):
     dsn = migrated[0]
     fks = dict(q(dsn, "SELECT conname, convalidated FROM pg_constraint WHERE contype='f' "

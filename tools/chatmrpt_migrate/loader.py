@@ -37,10 +37,10 @@ PREVIOUS = "__previous"
 BATCH = 10000
 # Staging tables are kept from autovacuum until the swap: its VACUUM and ANALYZE of
 # freshly loaded tables would otherwise compete with the load and the verification
-# for the CPU (measured: ~2 s of server CPU at --scale 1, ~0.4 s of wall time); the
+# for the CPU (at --scale 1: about 2 s of server CPU, 0.4 s of wall time); the
 # swap resets the option, and autovacuum analyzes the new tables on its next round
 # (their insert counters are kept).
-NO_AUTOVACUUM = "autovacuum_enabled = off, toast.autovacuum_enabled = off"
+NO_AUTOVACUUM = "autovacuum_enabled = false, toast.autovacuum_enabled = false"
 
 
 def _mixed_bytes(v):

@@ -608,8 +608,9 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
 
     The server side is computed here, after the load, biggest tables first, in ``jobs``
-    sessions (one per thread, kept for its next table).  The source side: by reading the source (snapshot) again, in ``jobs``
-    worker processes (the per-row hashing of two tables must not share one GIL); a
+    sessions (one per thread, kept for its next table).  The source side: by reading the
+    source (snapshot) again, in ``jobs`` worker processes (the per-row hashing of two
+    tables must not share one GIL); a
     migration passes the futures its :class:`SourceHashers` started during the load
     (``source_sums[(schema, table)]``) and the hashers, which get normal priority here."""
     from .loader import Sessions, connect
