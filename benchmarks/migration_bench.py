@@ -194,6 +194,7 @@ def run_ours(pg, instance, workdir, run):
     t = rep.get("timings", {})
     res["timings"] = {k: v for k, v in t.items() if k != "tables"}
     res["table_timings"] = t.get("tables") or {}
+    res["compiled"] = rep.get("compiled") or {}
     res["load_part"] = sum(t.get(k, 0) for k in ("snapshot", "analyse", "migrate"))
     res["verify"] = t.get("verify", float("nan"))
     res["other"] = wall - res["load_part"] - (t.get("verify") or 0)
@@ -673,6 +674,9 @@ def main(argv=None) -> int:
         mid = ours_runs[len(ours_runs) // 2]
         print("ours' report timings (one round): " + ", ".join(
             f"{k} {v}" for k, v in mid["timings"].items() if not isinstance(v, dict)))
+        print("ours' compiled modules (tools/chatmrpt_migrate/build.py): " + (", ".join(
+            f"{k} {'yes' if v else 'NO (Python)'}" for k, v in mid["compiled"].items())
+            or "not reported"))
         slow = sorted(mid["table_timings"].items(), key=lambda x: -x[1].get("copy", 0))[:5]
         if slow:
             print("ours' slowest tables (analyse / COPY seconds, in its 2 loader processes): "

@@ -14,10 +14,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 #    HAProxy (the local load balancer), pgloader (migration benchmark baseline), the CNI
 #    dnsname plugin (containers on one podman network find each other by name; without it,
 #    as on a machine where apt picked CNI without recommends, they cannot) and the SSH client
-#    that reaches the lab's instances, Redis (the lab's stand-in for ElastiCache) and iproute2
-#    (the lab makes its bridge before its services listen on it).
+#    that reaches the lab's instances, Redis (the lab's stand-in for ElastiCache), iproute2
+#    (the lab makes its bridge before its services listen on it), and what the migration
+#    tool's compiled modules are built with (a C compiler, SQLite's and Python's headers).
 packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs golang-github-containernetworking-plugin-dnsname
-          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client redis-server iproute2)
+          postgresql postgresql-client sqlite3 haproxy pgloader git python3-venv curl openssh-client redis-server iproute2
+          gcc libc6-dev libsqlite3-dev python3-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -75,6 +77,13 @@ for file in chatmrpt-fork-gc.pth chatmrpt_ansiballz_bytecode.py chatmrpt-ansibal
             chatmrpt_module_forkserver.py chatmrpt-module-forkserver.pth; do
   cmp -s "scripts/$file" "$site_packages/$file" || install -m 0644 "scripts/$file" "$site_packages/$file"
 done
+
+# 2c. The migration tool's compiled modules (tools/chatmrpt_migrate/build.py), built again
+#     when they do not load or are older than their sources.
+if ! PYTHONPATH=tools .venv/bin/python -m chatmrpt_migrate.build --check; then
+  say "building the migration tool's compiled modules"
+  PYTHONPATH=tools .venv/bin/python -m chatmrpt_migrate.build >/dev/null
+fi
 
 # 3. What Ansible finds is exactly requirements.yml (a collection installed by hand fails here).
 .venv/bin/python scripts/check_collections.py >/dev/null

@@ -1,6 +1,7 @@
 """playbooks/migrate_database.yml on the shared local estate: the plan (--check) changes
 nothing, a bad setting and an ambiguous source are refused, the cutover makes the app serve from PostgreSQL
-(rows from before readable, rows after land in PostgreSQL, the tool's report verified),
+(rows from before readable, rows after land in PostgreSQL, the tool's report verified,
+read and hashed by the compiled modules the role built on the host),
 a cutover for an app that does not report its backend is refused before any change,
 a rerun changes nothing, the rollback returns to SQLite. The database password never
 appears in the output (-vvv). The estate is left serving on SQLite."""
@@ -239,6 +240,7 @@ def test_cutover_serves_from_postgresql_then_rollback_returns_to_sqlite(lab):
         reports = lab.exec(SOURCE_NAME, "sh", "-c", f"ls -1 {REPORT_DIR}/migrate-*.json").split()
         report = json.loads(lab.exec(SOURCE_NAME, "cat", sorted(reports)[-1]))
         assert report["status"] == "ok" and report["exit_code"] == 0
+        assert report["compiled"] == {"reader": True, "checksum": True}   # built on the host
         tables = {f"{t['schema']}.{t['table']}": t for t in report["verification"]}
         assert {"interactions.sessions", "interactions.messages", "users.users", "survey.survey_sessions",
                 "prepost_test.prepost_participants"} <= set(tables)

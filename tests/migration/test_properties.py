@@ -19,7 +19,9 @@ database, then:
 Failures raise an AssertionError subclass named after their kind (e.g.
 ``Exit4UniqueViolation``, ``FalseMismatch...``, ``WrongLoad...``), so hypothesis shrinks
 and reports each kind of defect separately. ``test_known_cases`` runs the same checks on
-hand-written files (regressions of false mismatches seen before).
+hand-written files (regressions of false mismatches seen before), and
+``test_migration_properties_without_the_compiled_modules`` a third of the examples with
+the tool's Python reader and checksum (where its compiled modules are not built).
 
 Hypothesis settings: profile "ci" (``derandomize=True``: the same examples on every run,
 no example database) when CI is set or under pytest-xdist (``make test`` runs
@@ -33,6 +35,7 @@ shrinking failures adds up to 5 minutes (hypothesis stops shrinking after that).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,6 +53,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 import oracle
+from chatmrpt_migrate import loader, verify
 from chatmrpt_migrate.cli import main
 
 _q = oracle.quote_ident
@@ -542,6 +546,30 @@ def test_migration_properties(target, files, plan):
     workdir = tempfile.mkdtemp(prefix="chatmrpt-prop-")
     try:
         check_migration(files, plan, target(), workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def without_compiled_modules():
+    """The tool as where its compiled modules are not built: rows read with Python's
+    sqlite3 and encoded by psycopg, the source checksum made by SQLite and Python (forked
+    loader and hasher processes inherit this)."""
+    saved = loader._copyrows, verify._rowhash
+    loader._copyrows = verify._rowhash = None
+    try:
+        yield
+    finally:
+        loader._copyrows, verify._rowhash = saved
+
+
+@settings(settings.get_profile(PROFILE), max_examples=MAX_EXAMPLES // 3)
+@given(files=sources(), plan=plans)
+def test_migration_properties_without_the_compiled_modules(target, files, plan):
+    workdir = tempfile.mkdtemp(prefix="chatmrpt-prop-")
+    try:
+        with without_compiled_modules():
+            check_migration(files, plan, target(), workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

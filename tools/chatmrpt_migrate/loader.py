@@ -28,9 +28,13 @@ from psycopg.types.string import BytesBinaryDumper
 
 from .source import (Database, JsonRejected, MigrationError, StreamStats, Table,
                      TimestampRejected, _fromiso, analyse_table, json_rejected, no_gc,
-                     open_snapshot, qi, recheck_nul, stats_exprs, ts_from_text, ts_rejected,
-                     ts_values_check)
-from .verify import SourceHashers
+                     open_snapshot, qi, recheck_nul, ro_uri, stats_exprs, ts_from_text,
+                     ts_rejected, ts_values_check)
+
+try:    # the compiled reader (python -m chatmrpt_migrate.build)
+    from . import _copyrows
+except ImportError:
+    _copyrows = None
 
 STAGING = "__staging"
 PREVIOUS = "__previous"
@@ -119,6 +123,19 @@ def column_plan(c):
     if t in ("text", "bytea"):
         return q, "bytea", _mixed if c.conv in ("mixed_text", "mixed_bytea") else None
     return q, {"bigint": "int8", "boolean": "bool", "numeric": "numeric"}[t], None
+
+
+_KINDS = {"json": "b", "double precision": "f", "timestamptz": "t", "bigint": "i",
+          "boolean": "o", "text": "b", "bytea": "b", "numeric": "n"}
+
+
+def compiled_kinds(t: Table) -> bytes | None:
+    """The compiled reader's kind of every column (see ``_copyrows.c``), or None when it
+    is not built."""
+    if _copyrows is None:
+        return None
+    return "".join("m" if c.conv in ("mixed_text", "mixed_bytea") else _KINDS[c.pg_type]
+                   for c in t.columns).encode()
 
 
 def connect(dsn: str, **kw) -> psycopg.Connection:
@@ -249,7 +266,7 @@ def load_table(dsn: str, schema: str, snapshot: str, t: Table):
                         full.append(_analysed(src, schema, orig, stats))
                         if _plan_key(spec) != _plan_key(full[0][0]):
                             raise _Replan()
-                _copy_table(dsn, schema, src, t, fail_hook, check, stats)
+                _copy_table(dsn, schema, src, t, fail_hook, check, stats, snapshot)
                 break
             except _Replan:
                 pass
@@ -361,38 +378,33 @@ def _batches(src, t: Table, plan, stats=None):
         yield len(rows), out
 
 
-def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None) -> int:
-    """``COPY ... FREEZE`` of every row of ``t`` in ``con``'s open transaction (binary;
-    rows are encoded with psycopg's C row encoder into ~1 MB blocks, which psycopg's
-    ``QueuedLibpqWriter`` sends from a thread: the encoding of the next block overlaps
-    the server's work on the previous ones).  Returns the number of rows sent."""
-    # the columns that need no conversion first (see _batches); COPY names them in
-    # that order
-    plan = [(c, column_plan(c)) for c in t.columns]
-    plan.sort(key=lambda x: x[1][2] is not None)
-    cols = ", ".join(qi(c.name) for c, _p in plan)
-    plan = [p for _c, p in plan]
-    tx, fmt = _transformer(plan), format_row_binary
-    n = 0
+def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None, path=None) -> int:
+    """``COPY ... FREEZE`` of every row of ``t`` in ``con``'s open transaction, binary, in
+    ~1 MB blocks that psycopg's ``QueuedLibpqWriter`` sends from a thread (the encoding
+    of the next block overlaps the server's work on the previous ones).  Rows are read
+    and encoded by the compiled reader (``_copyrows``) from the file at ``path``, else
+    read with Python's sqlite3 from ``src`` and encoded with psycopg's C row encoder.
+    Returns the number of rows sent."""
+    kinds = compiled_kinds(t) if path else None
+    if kinds:
+        cols = [c.name for c in t.columns]
+    else:
+        # the columns that need no conversion first (see _batches); COPY names them in
+        # that order
+        plan = [(c, column_plan(c)) for c in t.columns]
+        plan.sort(key=lambda x: x[1][2] is not None)
+        cols = [c.name for c, _p in plan]
+        plan = [p for _c, p in plan]
     try:
         with no_gc(), con.cursor() as pc, pc.copy(
-                f"COPY {tq} ({cols}) FROM STDIN (FORMAT BINARY, FREEZE)",
+                f"COPY {tq} ({', '.join(map(qi, cols))}) FROM STDIN (FORMAT BINARY, FREEZE)",
                 writer=QueuedLibpqWriter(pc)) as cp:
-            write = cp.write
-            write(SIGNATURE)
-            buf = bytearray()
-            for count, rows in _batches(src, t, plan, stats):
-                for r in rows:
-                    fmt(r, tx, buf)
-                n += count
-                if len(buf) >= CHUNK:
-                    write(buf)
-                    buf = bytearray()
-                if fail_hook:
-                    fail_hook(t, n)
-            if buf:
-                write(buf)
-            write(TRAILER)
+            cp.write(SIGNATURE)
+            if kinds:
+                n = _compiled_rows(cp.write, path, t, kinds, fail_hook, stats)
+            else:
+                n = _python_rows(cp.write, src, t, plan, fail_hook, stats)
+            cp.write(TRAILER)
     except (psycopg.errors.CharacterNotInRepertoire,
             psycopg.errors.UntranslatableCharacter) as e:
         raise NulBytes(f"{e.__class__.__name__}: {e}") from None
@@ -401,7 +413,42 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None) -> int:
     return n
 
 
-def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None, stats=None) -> None:
+def _compiled_rows(write, path: str, t: Table, kinds: bytes, fail_hook, stats) -> int:
+    keys = [i for i, c in enumerate(t.columns) if c.name in t.pk]
+    hook = (lambda n: fail_hook(t, n)) if fail_hook else None
+    try:
+        n, counts, key_nulls = _copyrows.copy(
+            ro_uri(path), f"SELECT {', '.join(qi(c.name) for c in t.columns)} FROM {qi(t.name)}",
+            kinds, keys, write, CHUNK, BATCH, hook)
+    except _copyrows.BadTimestamp as e:
+        raise TimestampRejected(t.columns[e.args[0]].name) from None
+    if stats:
+        # the rowid alias counts as code 5, as in stats_exprs (always an integer)
+        counts = [[0] * 5 + [n, 0] if c.identity else k for c, k in zip(t.columns, counts)]
+        stats.set_counts(n, counts, key_nulls)
+    return n
+
+
+def _python_rows(write, src, t: Table, plan, fail_hook, stats) -> int:
+    tx, fmt = _transformer(plan), format_row_binary
+    n = 0
+    buf = bytearray()
+    for count, rows in _batches(src, t, plan, stats):
+        for r in rows:
+            fmt(r, tx, buf)
+        n += count
+        if len(buf) >= CHUNK:
+            write(buf)
+            buf = bytearray()
+        if fail_hook:
+            fail_hook(t, n)
+    if buf:
+        write(buf)
+    return n
+
+
+def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None, stats=None,
+                path=None) -> None:
     """CREATE TABLE + binary ``COPY ... FREEZE`` in one transaction, COMMIT.  ``check``
     raises to roll back before COMMIT.
 
@@ -415,7 +462,7 @@ def _copy_table(dsn, schema, src, t: Table, fail_hook, check=None, stats=None) -
                     f"({', '.join(col_ddl(c, c.name in pk) for c in t.columns)}) "
                     f"WITH ({NO_AUTOVACUUM})")
         if t.rows:
-            _copy_rows(con, tq, src, t, fail_hook, stats)
+            _copy_rows(con, tq, src, t, fail_hook, stats, path)
         if check:
             check()    # raises to roll back (the with block's exit) before COMMIT
         con.commit()
@@ -432,9 +479,6 @@ class Loader:
         self.mwm = maintenance_work_mem
         self.lock = threading.Lock()
         self.timings: dict[str, dict] = {}
-        # the verification's source side, started per table during the load
-        self.hashers = None
-        self.source_sums: dict = {}
 
     # ------------------------------------------------------------------ staging
     def prepare(self) -> None:
@@ -461,9 +505,6 @@ class Loader:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         index_futures = []
-        # forked first, while this process has no thread (see SourceHashers)
-        hashers = SourceHashers(self.jobs) if ctx.get_start_method() == "fork" else None
-        self.hashers = hashers
         # the key builds' sessions: no parallel workers (the --jobs sessions already keep
         # the cores busy, and a parallel build costs ~20 % more CPU)
         sessions = Sessions(self.dsn, (f"SET maintenance_work_mem = '{self.mwm}'",
@@ -473,8 +514,6 @@ class Loader:
             futs = {ex.submit(load_table, self.dsn, db.schema,
                               db.source.snapshot or db.source.path, db.tables[i]): (db, i)
                     for db, i in tasks}
-            if hashers:    # the loader processes are forked by now
-                hashers.start()
             for f in as_completed(futs):
                 db, i = futs[f]
                 t, warnings, msg, timing = f.result()
@@ -486,9 +525,6 @@ class Loader:
                     self.timings[f"{db.schema}.{t.name}"] = timing
                 index_futures += [ix.submit(self._run_key, sessions, db, t, *task)
                                   for task in self._key_tasks(db, t)]
-                if hashers:     # the verification's source side, at idle priority
-                    self.source_sums[(db.schema, t.name)] = hashers.submit(
-                        db.source.snapshot or db.source.path, t)
             for f in index_futures:
                 f.result()
 

@@ -9,7 +9,6 @@ import gc
 import glob
 import hashlib
 import json
-import math
 import operator
 import os
 import re
@@ -97,10 +96,13 @@ def discover(paths: list[str], include_tpr: bool, warn) -> list[Source]:
     return out
 
 
+def ro_uri(path: str) -> str:
+    """The SQLite URI that opens a source strictly read-only (never writes to it)."""
+    return f"file:{quote(os.path.abspath(path))}?mode=ro"
+
+
 def open_ro(path: str) -> sqlite3.Connection:
-    """Open a source strictly read-only (never writes to it)."""
-    return sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True,
-                           check_same_thread=False)
+    return sqlite3.connect(ro_uri(path), uri=True, check_same_thread=False)
 
 
 def take_snapshot(src: Source, workdir: str | None, hold: bool = False) -> str:
@@ -516,6 +518,13 @@ class StreamStats:
     def __init__(self, t: Table):
         self.slots = len(t.columns) + 1
         self.counters = [collections.Counter() for _ in range(0, self.slots, STATS_SLOTS)]
+        self.counted = None
+
+    def set_counts(self, rows: int, counts: list, key_nulls: int) -> None:
+        """The same numbers, counted by the loader's compiled reader: per column the rows
+        of each code (a list indexed by code), and the rows with a NULL key."""
+        self.counted = (rows, [collections.Counter({k: n for k, n in enumerate(c) if n})
+                               for c in counts], key_nulls)
 
     def add(self, code_columns) -> None:
         for counter, col in zip(self.counters, code_columns):
@@ -523,6 +532,8 @@ class StreamStats:
 
     def result(self):
         """(rows, per column {code: rows}, rows with a NULL in the primary key)."""
+        if self.counted:
+            return self.counted
         per = [collections.Counter() for _ in range(self.slots)]
         for i, counter in enumerate(self.counters):
             base = i * STATS_SLOTS

@@ -15,9 +15,9 @@ No field contains a NUL (PostgreSQL text cannot hold one; the rest is ASCII) and
 the first 8 bytes of their MD5 as a signed 64-bit integer, and a table's checksum is the
 row count and the exact sum of its row hashes (order independent).
 
-The source side is computed from the original SQLite values (text as UTF-8 bytes) by
-these functions, not by the loader's conversions: while a migration loads a table (the
-source is read once, :func:`source_hasher`), or by reading the source again (``verify``).
+The source side is computed from the original SQLite values (text as UTF-8 bytes) read
+again from the snapshot, by these functions or the compiled module ``_rowhash`` (the same
+fields; not the loader's reading or conversions) (:func:`sqlite_checksum`).
 The PostgreSQL side is computed by the server in SQL (:func:`pg_checksum`) from the stored
 values.  When the checksums differ, :func:`differences` compares the tables row by row (by
 primary key, else as multisets of rows) and names the first rows, columns and values that
@@ -36,13 +36,15 @@ import operator
 import re
 import struct
 import multiprocessing
-import os
-import queue
-import threading
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from multiprocessing import connection as mp_connection
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-from .source import EPOCH, UTC, Database, Source, Table, _fromiso, no_gc, open_snapshot, qi
+from .source import (EPOCH, UTC, Database, Source, Table, _fromiso, no_gc, open_snapshot, qi,
+                     ro_uri)
+
+try:    # the compiled source checksum (python -m chatmrpt_migrate.build)
+    from . import _rowhash
+except ImportError:
+    _rowhash = None
 
 _MICRO = _dt.timedelta(microseconds=1)
 PG_TYPE_NAMES = {"timestamptz": "timestamp with time zone"}
@@ -237,15 +239,38 @@ def _sql_plan(t: Table):
     return exprs, fns
 
 
+def _field_kind(c) -> str:
+    """The compiled checksum's kind of a column (``_rowhash.c``): the fields of
+    :func:`column_fn`, but for timestamps, which Python makes (``p``)."""
+    t = c.pg_type
+    if t in ("text", "json"):
+        return "m" if c.conv == "mixed_text" else "x"
+    if t == "bytea":
+        return "H" if c.conv == "mixed_bytea" else "h"
+    return {"bigint": "d", "numeric": "d", "boolean": "o", "double precision": "f",
+            "timestamptz": "p"}[t]
+
+
 def sqlite_checksum(db: Database, t: Table) -> tuple[int, int]:
-    """The source's checksum: the same canonical rows as :func:`source_hasher`, with the
-    fields SQLite can make exactly made by SQLite in C (:func:`_sql_field`), each run of
-    such columns fetched as one value per row, and the others made by :func:`column_fn`
-    (a UTF-8 database only; else everything by Python)."""
-    con = open_snapshot(db.source.snapshot or db.source.path)
+    """The source's checksum: the same canonical rows as :func:`source_hasher`.  With the
+    compiled module (``_rowhash``), its C code makes every field but the timestamps
+    (:func:`column_fn`) and hashes the rows.  Without it, the fields SQLite can make
+    exactly are made by SQLite in C (:func:`_sql_field`), each run of such columns
+    fetched as one value per row, and the others by :func:`column_fn` (a UTF-8 database
+    only; else everything by Python)."""
+    path = db.source.snapshot or db.source.path
+    con = open_snapshot(path)
     try:
         if con.execute("PRAGMA encoding").fetchone()[0].upper() != "UTF-8":
             return _python_checksum(db, t)
+        if _rowhash is not None:
+            kinds = "".join(map(_field_kind, t.columns))
+            with no_gc():
+                return _rowhash.checksum(
+                    ro_uri(path),
+                    f"SELECT {', '.join(qi(c.name) for c in t.columns)} FROM {qi(t.name)}",
+                    kinds.encode(), [column_fn(c) if k == "p" else None
+                                     for c, k in zip(t.columns, kinds)], 10000)
         con.text_factory = bytes
         exprs, fns = _sql_plan(t)
         cur = con.execute(f"SELECT {', '.join(exprs)} FROM {qi(t.name)}")
@@ -480,142 +505,13 @@ def _source_checksum(path: str, t: Table) -> tuple[int, int]:
     return sqlite_checksum(Database(Source(path, ""), []), t)
 
 
-def _hash_worker(conn) -> None:
-    """A :class:`SourceHashers` process: at the lowest CPU priority, the source checksum
-    of each (path, table) it receives, until None."""
-    os.nice(19)
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        try:
-            conn.send((True, _source_checksum(*job)))
-        except Exception as e:  # noqa: BLE001  re-raised in the main process
-            conn.send((False, f"{e.__class__.__name__}: {e}"))
-
-
-class SourceHashers:
-    """The source side of the verification, started while the load is still running:
-    ``jobs`` worker processes at the lowest CPU priority (``nice 19``: they get the CPU
-    time the loaders and the server leave idle, e.g. while keys and foreign keys are
-    built, and next to nothing while they are busy), each fed one table at a time by a
-    thread, as soon as the table is loaded (its plan is then final).
-
-    Use: construct (forks the processes) before any thread exists in this process,
-    then :meth:`start` (the feeding thread), :meth:`submit`, :meth:`full_priority` once
-    the load is over (the verification waits for them), :meth:`close`."""
-
-    def __init__(self, jobs: int):
-        ctx = multiprocessing.get_context("fork")
-        self.conns, self.procs = [], []
-        for _ in range(max(1, jobs)):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_hash_worker, args=(child,), daemon=True)
-            p.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(p)
-        self.jobs: queue.Queue = queue.Queue()
-        self.stopping = False
-        self.thread = threading.Thread(target=self._feed, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def full_priority(self) -> None:
-        """The load is over: back to normal priority (where allowed: lowering a nice value
-        needs CAP_SYS_NICE; else they stay niced, which costs time only when other work
-        on the machine competes for the CPU)."""
-        for p in self.procs:
-            try:
-                os.setpriority(os.PRIO_PROCESS, p.pid, 0)
-            except OSError:
-                pass
-
-    def submit(self, path: str, t: Table) -> Future:
-        f: Future = Future()
-        self.jobs.put((f, path, t))
-        return f
-
-    def _feed(self) -> None:
-        idle, busy = list(self.conns), {}
-        pending: collections.deque = collections.deque()
-        closing = False
-        while True:
-            try:
-                while True:
-                    job = self.jobs.get(block=not busy and not pending and not closing)
-                    if job is None:
-                        closing = True
-                    else:
-                        pending.append(job)
-                    if self.jobs.empty():
-                        break
-            except queue.Empty:
-                pass
-            while idle and pending:
-                f, path, t = pending.popleft()
-                if not f.set_running_or_notify_cancel():
-                    continue
-                conn = idle.pop()
-                try:
-                    conn.send((path, t))
-                except OSError as e:      # the worker is gone
-                    f.set_exception(RuntimeError(f"source hasher: {e}"))
-                    continue
-                busy[conn] = f
-            if self.stopping:       # close(): what has not started is cancelled
-                for f, _path, _t in pending:
-                    f.cancel()
-                for f in busy.values():
-                    f.set_exception(RuntimeError("source hasher stopped"))
-                return
-            if closing and not busy and not pending:
-                return
-            for conn in mp_connection.wait(list(busy), timeout=0.05) if busy else []:
-                f = busy.pop(conn)
-                try:
-                    ok, value = conn.recv()
-                except (EOFError, OSError) as e:
-                    f.set_exception(RuntimeError(f"source hasher ended: {e!r}"))
-                    continue
-                if ok:
-                    f.set_result(value)
-                else:
-                    f.set_exception(RuntimeError(value))
-                idle.append(conn)
-
-    def close(self) -> None:
-        """Cancel what has not started, end the processes (the results are in)."""
-        self.stopping = True
-        self.jobs.put(None)
-        if self.thread.is_alive():
-            self.thread.join()
-        for c in self.conns:
-            try:
-                c.send(None)
-            except OSError:
-                pass
-        for p in self.procs:
-            p.join(timeout=0.5)
-            if p.is_alive():      # still hashing a table nobody waits for
-                p.kill()
-                p.join()
-
-
-def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
-           source_sums: dict | None = None, hashers: SourceHashers | None = None) -> list[dict]:
+def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log) -> list[dict]:
     """Compare every table; ``schema_of(db)`` names the PostgreSQL schema to check.
 
-    The server side is computed here, after the load, biggest tables first, in ``jobs``
-    sessions (one per thread, kept for its next table).  The source side: by reading the
-    source (snapshot) again, in ``jobs`` worker processes (the per-row hashing of two
-    tables must not share one GIL); a
-    migration passes the futures its :class:`SourceHashers` started during the load
-    (``source_sums[(schema, table)]``) and the hashers, which get normal priority here."""
+    Biggest tables first; the server side in ``jobs`` sessions (one per thread, kept for
+    its next table), the source side by reading the source (snapshot) again, in ``jobs``
+    worker processes (the hashing of two tables must not share one GIL)."""
     from .loader import Sessions, connect
-    if hashers is not None:
-        hashers.full_priority()
     results = []
     todo = []
     # closed before the source checksums' processes fork (no inherited connection)
@@ -652,15 +548,11 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
     todo.sort(key=lambda x: -(x[3].rows * max(1, len(x[3].columns))))
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    sums = source_sums or {}
     futures = []
-    need = [x for x in todo if (x[1].schema, x[3].name) not in sums]
     with no_gc(), contextlib.ExitStack() as stack:
         # processes forked at the first submit, before any thread of ``ex`` runs
-        px = (stack.enter_context(ProcessPoolExecutor(max(1, jobs), mp_context=ctx))
-              if need else None)
-        fss = [sums.get((db.schema, t.name))
-               or px.submit(_source_checksum, db.source.snapshot or db.source.path, t)
+        px = stack.enter_context(ProcessPoolExecutor(max(1, jobs), mp_context=ctx))
+        fss = [px.submit(_source_checksum, db.source.snapshot or db.source.path, t)
                for _res, db, _schema, t in todo]
         sessions = stack.enter_context(contextlib.closing(Sessions(dsn)))
         ex = stack.enter_context(ThreadPoolExecutor(max(1, jobs)))
@@ -669,12 +561,7 @@ def verify(dsn: str, dbs: list[Database], schema_of, jobs: int, log,
                             ex.submit(lambda s=schema, t=t: pg_checksum(sessions.get(), s, t))))
         for res, db, schema, t, fs, fp in futures:
             try:
-                try:
-                    n1, s1 = fs.result()
-                except Exception:  # noqa: BLE001  a background hasher failed: once more here
-                    if (db.schema, t.name) not in sums:
-                        raise
-                    n1, s1 = _source_checksum(db.source.snapshot or db.source.path, t)
+                n1, s1 = fs.result()
                 res["source_rows"], res["source_checksum"] = n1, f"{s1:x}"
             except Exception as e:  # noqa: BLE001
                 res["problems"].append(f"source checksum failed: {e.__class__.__name__}: {e}")
