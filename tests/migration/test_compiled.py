@@ -35,8 +35,9 @@ PG_EPOCH = dt.datetime(2000, 1, 1)
 
 def test_the_compiled_modules_are_built():
     """make setup builds them: without them the suite would prove the Python path only."""
-    assert build.compiled_modules() == {"reader": True, "checksum": True}
-    assert build.up_to_date()
+    hint = "build them: make setup (or PYTHONPATH=tools python -m chatmrpt_migrate.build)"
+    assert build.compiled_modules() == {"reader": True, "checksum": True}, hint
+    assert build.up_to_date(), "older than their sources: " + hint
 
 
 # ------------------------------------------------------------------------------ timestamps
