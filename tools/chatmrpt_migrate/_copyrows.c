@@ -424,9 +424,11 @@ static PyObject *copy(PyObject *self, PyObject *args)
         }
     }
     if (failed) {
-        if (sc.bad_ts >= 0)
-            PyErr_SetObject(BadTimestamp, PyLong_FromLong(sc.bad_ts));
-        else if (!PyErr_Occurred())
+        PyObject *column = sc.bad_ts >= 0 ? PyLong_FromLong(sc.bad_ts) : NULL;
+        if (column) {
+            PyErr_SetObject(BadTimestamp, column);
+            Py_DECREF(column);
+        } else if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto done;
     }
