@@ -149,19 +149,17 @@ def compiled_copy(path: str, t):
 
 def python_copy(path: str, t):
     """The Python reader's fields, put back in the table's column order."""
-    plan = sorted(((i, c, loader.column_plan(c)) for i, c in enumerate(t.columns)),
-                  key=lambda x: x[2][2] is not None)
+    names, plan = loader.python_plan(t)
     chunks: list[bytes] = []
     stats = StreamStats(t)
     con = source.open_snapshot(path)
     con.text_factory = bytes
     try:
-        loader._python_rows(chunks.append, con, t, [p for _i, _c, p in plan], None, stats)
+        loader._python_rows(chunks.append, con, t, plan, None, stats)
     finally:
         con.close()
-    order = [i for i, _c, _p in plan]
-    rows = [[row[order.index(i)] for i in range(len(order))]
-            for row in binary_rows(b"".join(bytes(c) for c in chunks))]
+    order = [names.index(c.name) for c in t.columns]
+    rows = [[row[i] for i in order] for row in binary_rows(b"".join(bytes(c) for c in chunks))]
     return rows, stats.result()
 
 

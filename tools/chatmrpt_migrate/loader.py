@@ -389,12 +389,7 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None, path=None) ->
     if kinds:
         cols = [c.name for c in t.columns]
     else:
-        # the columns that need no conversion first (see _batches); COPY names them in
-        # that order
-        plan = [(c, column_plan(c)) for c in t.columns]
-        plan.sort(key=lambda x: x[1][2] is not None)
-        cols = [c.name for c, _p in plan]
-        plan = [p for _c, p in plan]
+        cols, plan = python_plan(t)
     try:
         with no_gc(), con.cursor() as pc, pc.copy(
                 f"COPY {tq} ({', '.join(map(qi, cols))}) FROM STDIN (FORMAT BINARY, FREEZE)",
@@ -411,6 +406,13 @@ def _copy_rows(con, tq: str, src, t: Table, fail_hook, stats=None, path=None) ->
     except psycopg.errors.InvalidTextRepresentation as e:   # a json column's value
         raise JsonRejected(f"{e.__class__.__name__}: {e}") from None
     return n
+
+
+def python_plan(t: Table) -> tuple[list[str], list]:
+    """The Python reader's column names in COPY order and their :func:`column_plan`: the
+    columns that need no conversion first (see :func:`_batches`)."""
+    plan = sorted(((c.name, column_plan(c)) for c in t.columns), key=lambda x: x[1][2] is not None)
+    return [name for name, _p in plan], [p for _name, p in plan]
 
 
 def _compiled_rows(write, path: str, t: Table, kinds: bytes, fail_hook, stats) -> int:
